@@ -1,0 +1,39 @@
+//! Default socket paths, shared by the kernel and every client so that both agree.
+
+use std::path::{Path, PathBuf};
+
+/// The path the original kernel listened on and its scripts hard-code.
+pub const COMPAT_SOCKET: &str = "/tmp/clove.sock";
+
+/// The main socket root uses.
+pub const ROOT_SOCKET: &str = "/run/clove/clove.sock";
+
+/// The main socket's default: `/run/clove/clove.sock` for root, else
+/// `$XDG_RUNTIME_DIR/clove/clove.sock`, else `/tmp/clove-<uid>/clove.sock`.
+pub fn default_socket(uid: u32, xdg_runtime_dir: Option<&Path>) -> PathBuf {
+    if uid == 0 {
+        return PathBuf::from(ROOT_SOCKET);
+    }
+    match xdg_runtime_dir {
+        Some(dir) if dir.is_absolute() => dir.join("clove").join("clove.sock"),
+        _ => PathBuf::from(format!("/tmp/clove-{uid}/clove.sock")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_user() {
+        assert_eq!(default_socket(0, None), PathBuf::from(ROOT_SOCKET));
+        assert_eq!(
+            default_socket(1000, Some(Path::new("/run/user/1000"))),
+            PathBuf::from("/run/user/1000/clove/clove.sock")
+        );
+        assert_eq!(
+            default_socket(1000, None),
+            PathBuf::from("/tmp/clove-1000/clove.sock")
+        );
+    }
+}
