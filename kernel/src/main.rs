@@ -1,1 +1,146 @@
-fn main() {}
+//! `clove-kernel`: flags → config → state dir lock → sockets → server.
+//!
+//! Exit codes: 0 after a clean shutdown; 2 for an invalid configuration or flags (one error
+//! line on stderr); 1 when the kernel cannot start (state dir in use, socket in use, ...) or
+//! fails while running.
+
+mod config;
+mod ids;
+mod kernel;
+mod server;
+mod state_dir;
+mod syscalls;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use config::{Config, Flags, LogFormat};
+
+fn main() -> ExitCode {
+    let flags = match Flags::try_parse() {
+        Ok(flags) => flags,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return config_error(&first_line(&e.render().to_string())),
+    };
+    let config = match config::load(&flags, &config::Host::current()) {
+        Ok(c) => c,
+        Err(e) => return config_error(&e.to_string()),
+    };
+    if flags.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("clove-kernel: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn config_error(msg: &str) -> ExitCode {
+    eprintln!("clove-kernel: invalid config: {msg}");
+    ExitCode::from(2)
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or(text);
+    line.trim_start_matches("error: ").trim().to_owned()
+}
+
+fn init_logging(config: &Config) {
+    // Validated in config::load, so the filter parses.
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    // Files the kernel creates are private unless it widens them (the socket becomes 0660).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    raise_fd_limit();
+    // Rust ignores SIGPIPE before main, so a client that vanishes mid-reply is a write error
+    // on that connection, never the end of the kernel (the original died of it).
+
+    let state = state_dir::StateDir::lock(&config.state_dir)?;
+    let group = server::socket::clove_group();
+    let mut sockets = vec![server::socket::bind(&config.socket, group)?];
+    if let Some(compat) = &config.compat_socket {
+        sockets.push(server::socket::bind(compat, group)?);
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("clove-worker")
+        .build()
+        .context("start the async runtime")?;
+    let kernel = Arc::new(kernel::Kernel::new(config));
+    let state_path = state.path().display().to_string();
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signal(shutdown.clone()));
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            pid = std::process::id(),
+            socket = %kernel.config.socket.display(),
+            compat_socket = %kernel.config.compat_socket.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "off".into()),
+            state_dir = %state_path,
+            "clove-kernel ready; try: clove --socket {} status",
+            kernel.config.socket.display()
+        );
+        server::serve(kernel, sockets, shutdown).await
+    })?;
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    tracing::info!("clove-kernel stopped");
+    drop(state);
+    Ok(())
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!("cannot install signal handlers: {e}");
+            return;
+        }
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!("{name} received: shutting down");
+    shutdown.cancel();
+}
+
+/// Raises the soft open-files limit to the hard limit: every client connection is a file
+/// descriptor, and the usual soft limit (1024) is below the default connection limit.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("raise RLIMIT_NOFILE from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("read RLIMIT_NOFILE: {e}"),
+    }
+}

@@ -1,0 +1,380 @@
+//! The kernel's configuration: built once at start from, in rising precedence, the embedded
+//! defaults, a TOML file (`--config`, else /etc/clove/clove.toml when present), `CLOVE_*`
+//! environment variables and command-line flags; then validated. Nothing reads configuration
+//! anywhere else, so what `--print-config` shows is what runs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+use clove_abi::paths;
+
+/// The system-wide config file, read when present and no `--config` is given.
+pub const SYSTEM_CONFIG: &str = "/etc/clove/clove.toml";
+
+/// Command-line flags. Every one can also come from its `CLOVE_*` variable.
+#[derive(Debug, Parser)]
+#[command(
+    name = "clove-kernel",
+    version,
+    about = "The Clove kernel: runs AI agents as isolated, supervised Linux processes and serves \
+             their syscalls on a Unix socket",
+    after_help = "Precedence: flags > CLOVE_* environment > config file > built-in defaults.\n\
+                  Defaults as root: socket /run/clove/clove.sock, state dir /var/lib/clove;\n\
+                  otherwise $XDG_RUNTIME_DIR/clove/clove.sock and $XDG_STATE_HOME/clove.\n\
+                  The compat socket /tmp/clove.sock serves scripts written for the original Clove.\n\n\
+                  Examples:\n  \
+                  clove-kernel                                   # defaults, logs to stderr\n  \
+                  clove-kernel --socket /tmp/k.sock --state-dir /tmp/k --no-compat-socket\n  \
+                  clove-kernel --print-config                    # show the effective config"
+)]
+pub struct Flags {
+    /// TOML config file [default: /etc/clove/clove.toml when it exists]
+    #[arg(long, env = "CLOVE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Main socket path
+    #[arg(long, env = "CLOVE_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Compat socket path for the original's scripts [default: /tmp/clove.sock]
+    #[arg(long, env = "CLOVE_COMPAT_SOCKET", value_name = "PATH")]
+    pub compat_socket: Option<PathBuf>,
+
+    /// Do not listen on the compat socket
+    #[arg(long, env = "CLOVE_NO_COMPAT_SOCKET", conflicts_with = "compat_socket")]
+    pub no_compat_socket: bool,
+
+    /// State directory (locked: one kernel per state dir)
+    #[arg(long, env = "CLOVE_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Maximum open client connections; more wait in the listen backlog [default: 4096]
+    #[arg(long, env = "CLOVE_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Maximum inbound payload in bytes [default: 1048576, the original's 1 MiB]
+    #[arg(long, env = "CLOVE_MAX_FRAME", value_name = "BYTES")]
+    pub max_frame: Option<u64>,
+
+    /// Time a frame may take to arrive once its first byte has [default: 10000]
+    #[arg(long, env = "CLOVE_FRAME_TIMEOUT_MS", value_name = "MS")]
+    pub frame_timeout_ms: Option<u64>,
+
+    /// Log format [default: human]
+    #[arg(long, env = "CLOVE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter: a level (info, debug, ...) or tracing directives [default: info]
+    #[arg(long, env = "CLOVE_LOG", value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// Print the effective configuration as TOML and exit
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `compat_socket` in the file: a path, or `false` to turn it off (`true` = the default path).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum CompatSetting {
+    Enabled(bool),
+    Path(PathBuf),
+}
+
+/// The config file's keys: the long flags in snake_case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    socket: Option<PathBuf>,
+    compat_socket: Option<CompatSetting>,
+    state_dir: Option<PathBuf>,
+    max_connections: Option<usize>,
+    max_frame: Option<u64>,
+    frame_timeout_ms: Option<u64>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+}
+
+/// The effective, validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Main socket.
+    pub socket: PathBuf,
+    /// Compat socket, unless turned off.
+    #[serde(serialize_with = "ser_compat")]
+    pub compat_socket: Option<PathBuf>,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Maximum open client connections.
+    pub max_connections: usize,
+    /// Maximum inbound payload in bytes.
+    pub max_frame: u64,
+    /// Time a frame may take once its first byte arrived.
+    #[serde(rename = "frame_timeout_ms", serialize_with = "ser_ms")]
+    pub frame_timeout: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+}
+
+fn ser_compat<S: serde::Serializer>(v: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(p) => p.serialize(s),
+        None => s.serialize_bool(false),
+    }
+}
+
+fn ser_ms<S: serde::Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(v.as_millis() as u64)
+}
+
+/// A configuration that cannot run. The message is one line, naming the setting and the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// The identity the defaults depend on: who runs the kernel and their directories.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Effective uid.
+    pub uid: u32,
+    /// `$XDG_RUNTIME_DIR`.
+    pub runtime_dir: Option<PathBuf>,
+    /// `$XDG_STATE_HOME`.
+    pub state_home: Option<PathBuf>,
+    /// `$HOME`.
+    pub home: Option<PathBuf>,
+}
+
+impl Host {
+    /// The real host's values.
+    pub fn current() -> Host {
+        let path = |k: &str| std::env::var_os(k).map(PathBuf::from).filter(|p| p.is_absolute());
+        Host {
+            uid: nix::unistd::geteuid().as_raw(),
+            runtime_dir: path("XDG_RUNTIME_DIR"),
+            state_home: path("XDG_STATE_HOME"),
+            home: path("HOME"),
+        }
+    }
+
+    fn default_state_dir(&self) -> PathBuf {
+        if self.uid == 0 {
+            return PathBuf::from("/var/lib/clove");
+        }
+        match (&self.state_home, &self.home) {
+            (Some(s), _) => s.join("clove"),
+            (None, Some(h)) => h.join(".local/state/clove"),
+            (None, None) => PathBuf::from(format!("/tmp/clove-{}/state", self.uid)),
+        }
+    }
+}
+
+/// Builds the effective configuration from flags (which already carry the environment),
+/// the config file and the defaults.
+pub fn load(flags: &Flags, host: &Host) -> Result<Config, ConfigError> {
+    let file = match &flags.config {
+        Some(path) => read_file(path)?,
+        None if Path::new(SYSTEM_CONFIG).exists() => read_file(Path::new(SYSTEM_CONFIG))?,
+        None => FileConfig::default(),
+    };
+
+    let socket = flags
+        .socket
+        .clone()
+        .or(file.socket)
+        .unwrap_or_else(|| paths::default_socket(host.uid, host.runtime_dir.as_deref()));
+    let compat_socket = if flags.no_compat_socket {
+        None
+    } else if let Some(p) = &flags.compat_socket {
+        Some(p.clone())
+    } else {
+        match file.compat_socket {
+            Some(CompatSetting::Enabled(false)) => None,
+            Some(CompatSetting::Path(p)) => Some(p),
+            Some(CompatSetting::Enabled(true)) | None => Some(PathBuf::from(paths::COMPAT_SOCKET)),
+        }
+    };
+    let config = Config {
+        socket,
+        compat_socket,
+        state_dir: flags
+            .state_dir
+            .clone()
+            .or(file.state_dir)
+            .unwrap_or_else(|| host.default_state_dir()),
+        max_connections: flags.max_connections.or(file.max_connections).unwrap_or(4096),
+        max_frame: flags
+            .max_frame
+            .or(file.max_frame)
+            .unwrap_or(clove_abi::DEFAULT_MAX_PAYLOAD),
+        frame_timeout: Duration::from_millis(
+            flags.frame_timeout_ms.or(file.frame_timeout_ms).unwrap_or(10_000),
+        ),
+        log_format: flags.log_format.or(file.log_format).unwrap_or(LogFormat::Human),
+        log_level: flags
+            .log_level
+            .clone()
+            .or(file.log_level)
+            .unwrap_or_else(|| "info".into()),
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("read config {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        // toml's message spans several lines (a source excerpt); keep the first and the cause.
+        let msg = e.message().replace('\n', " ");
+        match e.span() {
+            Some(span) => {
+                let line = text[..span.start].matches('\n').count() + 1;
+                ConfigError(format!("config {} line {line}: {msg}", path.display()))
+            }
+            None => ConfigError(format!("config {}: {msg}", path.display())),
+        }
+    })
+}
+
+/// Longest path a Unix socket address holds (`sun_path` is 108 bytes with the final NUL).
+const SUN_PATH_MAX: usize = 107;
+
+impl Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        for (name, path) in std::iter::once(("socket", &self.socket))
+            .chain(self.compat_socket.iter().map(|p| ("compat_socket", p)))
+        {
+            if !path.is_absolute() {
+                return bad(format!("{name} {}: must be an absolute path", path.display()));
+            }
+            if path.as_os_str().len() > SUN_PATH_MAX {
+                return bad(format!(
+                    "{name} {}: longer than the {SUN_PATH_MAX} bytes a Unix socket path can hold",
+                    path.display()
+                ));
+            }
+        }
+        if self.compat_socket.as_ref() == Some(&self.socket) {
+            return bad(format!(
+                "compat_socket {}: the same path as socket",
+                self.socket.display()
+            ));
+        }
+        if !self.state_dir.is_absolute() {
+            return bad(format!(
+                "state_dir {}: must be an absolute path",
+                self.state_dir.display()
+            ));
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections: must be at least 1".into());
+        }
+        if self.max_frame == 0 || self.max_frame > 1 << 30 {
+            return bad(format!(
+                "max_frame {}: must be between 1 and 1073741824 bytes",
+                self.max_frame
+            ));
+        }
+        if self.frame_timeout.is_zero() {
+            return bad("frame_timeout_ms: must be at least 1".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return bad(format!("log_level {:?}: {e}", self.log_level));
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, for `--print-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(uid: u32) -> Host {
+        Host {
+            uid,
+            runtime_dir: Some("/run/user/1000".into()),
+            state_home: None,
+            home: Some("/home/u".into()),
+        }
+    }
+
+    fn flags(args: &[&str]) -> Flags {
+        let mut v = vec!["clove-kernel"];
+        v.extend_from_slice(args);
+        Flags::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn defaults_depend_on_the_user() {
+        let f = flags(&["--config", "/dev/null"]);
+        let root = load(&f, &host(0)).unwrap();
+        assert_eq!(root.socket, PathBuf::from("/run/clove/clove.sock"));
+        assert_eq!(root.state_dir, PathBuf::from("/var/lib/clove"));
+        assert_eq!(root.compat_socket, Some(PathBuf::from("/tmp/clove.sock")));
+        assert_eq!(root.max_frame, 1 << 20);
+        let user = load(&f, &host(1000)).unwrap();
+        assert_eq!(user.socket, PathBuf::from("/run/user/1000/clove/clove.sock"));
+        assert_eq!(user.state_dir, PathBuf::from("/home/u/.local/state/clove"));
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "socket = \"/x/a.sock\"\nmax_frame = 10\ncompat_socket = false\n",
+        )
+        .unwrap();
+        let f = flags(&["--config", file.to_str().unwrap(), "--max-frame", "20"]);
+        let c = load(&f, &host(0)).unwrap();
+        assert_eq!(c.socket, PathBuf::from("/x/a.sock"));
+        assert_eq!(c.max_frame, 20);
+        assert_eq!(c.compat_socket, None);
+    }
+
+    #[test]
+    fn invalid_files_name_the_line_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "socket = \"/a\"\nmax_frmae = 3\n").unwrap();
+        let f = flags(&["--config", file.to_str().unwrap()]);
+        let e = load(&f, &host(0)).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("max_frmae"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        std::fs::write(&file, "max_frame = \"big\"\n").unwrap();
+        let e = load(&f, &host(0)).unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        let e = load(&flags(&["--config", "/dev/null", "--max-frame", "0"]), &host(0));
+        assert!(e.unwrap_err().to_string().starts_with("max_frame 0"));
+        let long = format!("/{}", "a".repeat(200));
+        let e = load(&flags(&["--config", "/dev/null", "--socket", &long]), &host(0));
+        assert!(e.unwrap_err().to_string().contains("Unix socket path"));
+    }
+}

@@ -1,0 +1,117 @@
+//! Syscall dispatch: one request frame in, one reply payload out.
+//!
+//! Every opcode is answered, never echoed and never left hanging: implemented opcodes by their
+//! handler; original opcodes not implemented yet with `not_implemented` (after their payload
+//! has been validated against the typed request, so a client learns about a malformed request
+//! first); WORLD_* and TUNNEL_* with `not_supported`; unassigned bytes with `unknown_opcode`.
+//! Handlers are thin: decode, call the subsystem, shape the reply. Errors become wire errors in
+//! one place ([`reply`]).
+
+mod session;
+
+use clove_abi::codec::{self, Codec};
+use clove_abi::msg::Syscall;
+use clove_abi::{Opcode, WireError};
+use serde::Serialize;
+
+use crate::kernel::{Caller, Kernel};
+
+/// A decoded frame.
+#[derive(Debug)]
+pub struct Request {
+    /// The payload codec (and the reply's).
+    pub codec: Codec,
+    /// The raw opcode byte.
+    pub opcode: u8,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// What to send back.
+#[derive(Debug)]
+pub struct Response {
+    /// The reply payload.
+    pub payload: Vec<u8>,
+    /// Close the connection after sending (EXIT).
+    pub close: bool,
+}
+
+impl Response {
+    fn keep(payload: Vec<u8>) -> Response {
+        Response {
+            payload,
+            close: false,
+        }
+    }
+}
+
+/// Answers one request.
+pub async fn handle(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
+    let Some(op) = Opcode::from_u8(req.opcode) else {
+        return error(req.codec, req.opcode, &WireError::unknown_opcode(req.opcode));
+    };
+    match op {
+        // Raw opcodes: NOOP echoes its bytes whatever they are; EXIT ignores its payload (the
+        // original SDK sends it empty) and answers the raw text `goodbye`.
+        Opcode::Noop => Response::keep(req.payload),
+        Opcode::Exit => Response {
+            payload: clove_abi::msg::GOODBYE.to_vec(),
+            close: true,
+        },
+        Opcode::Hello => typed(&req, |r| session::hello(kernel, caller, r)),
+        op if op.is_world_or_tunnel() => error(req.codec, req.opcode, &WireError::not_supported(op)),
+        op => match validate(op, req.codec, &req.payload) {
+            Ok(()) => error(req.codec, req.opcode, &WireError::not_implemented(op)),
+            Err(e) => error(req.codec, req.opcode, &e),
+        },
+    }
+}
+
+/// Decodes `req` as `R`, runs `f`, encodes its reply or error.
+fn typed<R: Syscall>(req: &Request, f: impl FnOnce(R) -> Result<R::Reply, WireError>) -> Response {
+    let result = codec::decode_request::<R>(req.codec, &req.payload)
+        .map_err(WireError::from)
+        .and_then(f);
+    reply(req.codec, req.opcode, result.as_ref())
+}
+
+/// The one place a handler's result becomes reply bytes.
+fn reply<T: Serialize>(codec: Codec, opcode: u8, result: Result<&T, &WireError>) -> Response {
+    if let Err(e) = result {
+        tracing::debug!(opcode = %clove_abi::opcode::label(opcode), code = %e.code, "{}", e.message);
+    }
+    match codec::encode_reply(codec, opcode, result) {
+        Ok(bytes) => Response::keep(bytes),
+        Err(e) => {
+            tracing::error!(opcode = %clove_abi::opcode::label(opcode), "{e}");
+            error(codec, opcode, &WireError::from(e))
+        }
+    }
+}
+
+/// An error reply. Encoding an error cannot fail; if it ever did, send a fixed JSON error.
+pub fn error(codec: Codec, opcode: u8, err: &WireError) -> Response {
+    let bytes = codec::encode_reply::<()>(codec, opcode, Err(err)).unwrap_or_else(|_| {
+        br#"{"success":false,"error":"internal: cannot encode error","code":"internal"}"#.to_vec()
+    });
+    Response::keep(bytes)
+}
+
+macro_rules! validators {
+    ($( $op:ident => $req:ty, $reply:ty; )*) => {
+        /// Decodes the payload as the opcode's typed request, to report a malformed request
+        /// before anything else.
+        fn validate(op: Opcode, codec: Codec, payload: &[u8]) -> Result<(), WireError> {
+            match op {
+                $( Opcode::$op => codec::decode_request::<$req>(codec, payload)
+                    .map(drop)
+                    .map_err(WireError::from), )*
+                _ => Ok(()),
+            }
+        }
+    };
+}
+clove_abi::for_each_syscall!(validators);
+
+/// Names of the opcodes this kernel implements, for HELLO.
+pub const IMPLEMENTED: &[Opcode] = &[Opcode::Noop, Opcode::Hello, Opcode::Exit];
