@@ -142,40 +142,69 @@ impl WireError {
     }
 
     /// The JSON error object for a reply to `opcode`: `success`, `error`, `code`, and the
-    /// empty fields the original SDK expects on that opcode's errors.
-    pub fn to_json(&self, opcode: u8) -> serde_json::Value {
-        let mut obj = serde_json::Map::new();
-        obj.insert("success".into(), false.into());
-        obj.insert("error".into(), self.message.clone().into());
-        obj.insert("code".into(), self.code.as_str().into());
-        let extras: &[(&str, serde_json::Value)] = match Opcode::from_u8(opcode) {
-            Some(Opcode::Read) => &[("content", json_str()), ("size", json_zero())],
-            Some(Opcode::Write) => &[("bytes_written", json_zero())],
-            Some(Opcode::Exec) => &[
-                ("stdout", json_str()),
-                ("stderr", json_str()),
-                ("exit_code", serde_json::Value::from(-1)),
-            ],
-            Some(Opcode::Recv) => &[("messages", json_arr()), ("count", json_zero())],
-            Some(Opcode::Broadcast) => &[("delivered_count", json_zero())],
-            Some(Opcode::Think) => &[("content", json_str())],
-            _ => &[],
-        };
-        for (k, v) in extras {
-            obj.insert((*k).into(), v.clone());
-        }
-        serde_json::Value::Object(obj)
+    /// empty fields the original SDK expects on that opcode's errors, in that order.
+    pub fn to_json(&self, opcode: u8) -> JsonError<'_> {
+        JsonError { err: self, opcode }
     }
 }
 
-fn json_str() -> serde_json::Value {
-    serde_json::Value::String(String::new())
+/// A [`WireError`] as the JSON object of an error reply (see [`WireError::to_json`]).
+#[derive(Debug, Clone, Copy)]
+pub struct JsonError<'a> {
+    err: &'a WireError,
+    opcode: u8,
 }
-fn json_zero() -> serde_json::Value {
-    serde_json::Value::from(0)
+
+impl JsonError<'_> {
+    /// The empty fields the original added to this opcode's errors.
+    fn extras(&self) -> &'static [(&'static str, Extra)] {
+        match Opcode::from_u8(self.opcode) {
+            Some(Opcode::Read) => &[("content", Extra::Str), ("size", Extra::Zero)],
+            Some(Opcode::Write) => &[("bytes_written", Extra::Zero)],
+            Some(Opcode::Exec) => &[
+                ("stdout", Extra::Str),
+                ("stderr", Extra::Str),
+                ("exit_code", Extra::MinusOne),
+            ],
+            Some(Opcode::Recv) => &[("messages", Extra::Array), ("count", Extra::Zero)],
+            Some(Opcode::Broadcast) => &[("delivered_count", Extra::Zero)],
+            Some(Opcode::Think) => &[("content", Extra::Str)],
+            _ => &[],
+        }
+    }
+
+    /// As a `serde_json::Value`.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
 }
-fn json_arr() -> serde_json::Value {
-    serde_json::Value::Array(Vec::new())
+
+#[derive(Debug, Clone, Copy)]
+enum Extra {
+    Str,
+    Zero,
+    MinusOne,
+    Array,
+}
+
+impl Serialize for JsonError<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let extras = self.extras();
+        let mut map = s.serialize_map(Some(3 + extras.len()))?;
+        map.serialize_entry("success", &false)?;
+        map.serialize_entry("error", &self.err.message)?;
+        map.serialize_entry("code", self.err.code.as_str())?;
+        for (key, extra) in extras {
+            match extra {
+                Extra::Str => map.serialize_entry(key, "")?,
+                Extra::Zero => map.serialize_entry(key, &0)?,
+                Extra::MinusOne => map.serialize_entry(key, &-1)?,
+                Extra::Array => map.serialize_entry(key, &[(); 0])?,
+            }
+        }
+        map.end()
+    }
 }
 
 /// A payload that did not decode.
@@ -199,14 +228,19 @@ mod tests {
             ErrorCode::PermissionDenied,
             "read /etc/shadow: blocked path",
         );
-        let v = e.to_json(Opcode::Read.as_u8());
+        let v = e.to_json(Opcode::Read.as_u8()).to_value();
         assert_eq!(
             v,
             serde_json::json!({"success": false, "error": "read /etc/shadow: blocked path",
                 "code": "permission_denied", "content": "", "size": 0})
         );
-        let v = e.to_json(Opcode::Exec.as_u8());
+        let v = e.to_json(Opcode::Exec.as_u8()).to_value();
         assert_eq!(v["exit_code"], -1);
+        let text = serde_json::to_string(&e.to_json(Opcode::Hello.as_u8())).unwrap();
+        assert_eq!(
+            text,
+            r#"{"success":false,"error":"read /etc/shadow: blocked path","code":"permission_denied"}"#
+        );
     }
 
     #[test]
