@@ -163,7 +163,11 @@ pub struct Host {
 impl Host {
     /// The real host's values.
     pub fn current() -> Host {
-        let path = |k: &str| std::env::var_os(k).map(PathBuf::from).filter(|p| p.is_absolute());
+        let path = |k: &str| {
+            std::env::var_os(k)
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+        };
         Host {
             uid: nix::unistd::geteuid().as_raw(),
             runtime_dir: path("XDG_RUNTIME_DIR"),
@@ -217,15 +221,24 @@ pub fn load(flags: &Flags, host: &Host) -> Result<Config, ConfigError> {
             .clone()
             .or(file.state_dir)
             .unwrap_or_else(|| host.default_state_dir()),
-        max_connections: flags.max_connections.or(file.max_connections).unwrap_or(4096),
+        max_connections: flags
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(4096),
         max_frame: flags
             .max_frame
             .or(file.max_frame)
             .unwrap_or(clove_abi::DEFAULT_MAX_PAYLOAD),
         frame_timeout: Duration::from_millis(
-            flags.frame_timeout_ms.or(file.frame_timeout_ms).unwrap_or(10_000),
+            flags
+                .frame_timeout_ms
+                .or(file.frame_timeout_ms)
+                .unwrap_or(10_000),
         ),
-        log_format: flags.log_format.or(file.log_format).unwrap_or(LogFormat::Human),
+        log_format: flags
+            .log_format
+            .or(file.log_format)
+            .unwrap_or(LogFormat::Human),
         log_level: flags
             .log_level
             .clone()
@@ -262,7 +275,10 @@ impl Config {
             .chain(self.compat_socket.iter().map(|p| ("compat_socket", p)))
         {
             if !path.is_absolute() {
-                return bad(format!("{name} {}: must be an absolute path", path.display()));
+                return bad(format!(
+                    "{name} {}: must be an absolute path",
+                    path.display()
+                ));
             }
             if path.as_os_str().len() > SUN_PATH_MAX {
                 return bad(format!(
@@ -335,7 +351,10 @@ mod tests {
         assert_eq!(root.compat_socket, Some(PathBuf::from("/tmp/clove.sock")));
         assert_eq!(root.max_frame, 1 << 20);
         let user = load(&f, &host(1000)).unwrap();
-        assert_eq!(user.socket, PathBuf::from("/run/user/1000/clove/clove.sock"));
+        assert_eq!(
+            user.socket,
+            PathBuf::from("/run/user/1000/clove/clove.sock")
+        );
         assert_eq!(user.state_dir, PathBuf::from("/home/u/.local/state/clove"));
     }
 
@@ -371,10 +390,16 @@ mod tests {
 
     #[test]
     fn limits_are_validated() {
-        let e = load(&flags(&["--config", "/dev/null", "--max-frame", "0"]), &host(0));
+        let e = load(
+            &flags(&["--config", "/dev/null", "--max-frame", "0"]),
+            &host(0),
+        );
         assert!(e.unwrap_err().to_string().starts_with("max_frame 0"));
         let long = format!("/{}", "a".repeat(200));
-        let e = load(&flags(&["--config", "/dev/null", "--socket", &long]), &host(0));
+        let e = load(
+            &flags(&["--config", "/dev/null", "--socket", &long]),
+            &host(0),
+        );
         assert!(e.unwrap_err().to_string().contains("Unix socket path"));
     }
 }

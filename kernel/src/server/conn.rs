@@ -74,7 +74,8 @@ pub async fn serve(
             Err(_) => break "read failed",
         }
 
-        let frame = match tokio::time::timeout(frame_timeout, read_frame(&mut reader, max_frame)).await
+        let frame = match tokio::time::timeout(frame_timeout, read_frame(&mut reader, max_frame))
+            .await
         {
             Ok(Ok(frame)) => frame,
             Ok(Err(FrameFail::Io(e))) => {
@@ -100,7 +101,10 @@ pub async fn serve(
 
         let (codec, opcode) = (frame.codec, frame.opcode);
         let resp = syscalls::handle(&kernel, &caller, frame).await;
-        if write_reply(&mut writer, &caller, codec, opcode, &resp).await.is_err() {
+        if write_reply(&mut writer, &caller, codec, opcode, &resp)
+            .await
+            .is_err()
+        {
             break "write failed";
         }
         if resp.close {

@@ -60,7 +60,10 @@ pub async fn serve(
     if open > 0 {
         tracing::info!("waiting for {open} connection(s) to finish");
     }
-    if tokio::time::timeout(SHUTDOWN_LIMIT, conns.wait()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_LIMIT, conns.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             "{} connection(s) still busy after {:?}; closing them",
             conns.len(),

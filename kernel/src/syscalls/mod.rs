@@ -48,7 +48,11 @@ impl Response {
 /// Answers one request.
 pub async fn handle(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
     let Some(op) = Opcode::from_u8(req.opcode) else {
-        return error(req.codec, req.opcode, &WireError::unknown_opcode(req.opcode));
+        return error(
+            req.codec,
+            req.opcode,
+            &WireError::unknown_opcode(req.opcode),
+        );
     };
     match op {
         // Raw opcodes: NOOP echoes its bytes whatever they are; EXIT ignores its payload (the
@@ -59,7 +63,9 @@ pub async fn handle(kernel: &Kernel, caller: &Caller, req: Request) -> Response 
             close: true,
         },
         Opcode::Hello => typed(&req, |r| session::hello(kernel, caller, r)),
-        op if op.is_world_or_tunnel() => error(req.codec, req.opcode, &WireError::not_supported(op)),
+        op if op.is_world_or_tunnel() => {
+            error(req.codec, req.opcode, &WireError::not_supported(op))
+        }
         op => match validate(op, req.codec, &req.payload) {
             Ok(()) => error(req.codec, req.opcode, &WireError::not_implemented(op)),
             Err(e) => error(req.codec, req.opcode, &e),

@@ -6,7 +6,11 @@ use clove_abi::{Codec, WireError};
 use crate::kernel::{Caller, Kernel};
 
 /// HELLO: protocol version, our version, and the features really implemented.
-pub fn hello(_kernel: &Kernel, _caller: &Caller, _req: HelloRequest) -> Result<HelloReply, WireError> {
+pub fn hello(
+    _kernel: &Kernel,
+    _caller: &Caller,
+    _req: HelloRequest,
+) -> Result<HelloReply, WireError> {
     Ok(HelloReply {
         success: true,
         protocol_version: clove_abi::PROTOCOL_VERSION,
