@@ -1,1 +1,62 @@
-//! placeholder
+//! Rust SDK for the Clove kernel: a blocking [`Client`], an async [`AsyncClient`] (feature
+//! `async`, on by default) and the socket rule both share ([`resolve_socket`]).
+//!
+//! A client speaks the frame protocol of [`clove_abi`]: each request is one frame (17-byte
+//! header and payload) written in one write, each reply is checked against its request
+//! (opcode, magic, size) and decoded into the request's typed reply. Requests use postcard by
+//! default; JSON, the original kernel's codec, is one [`Client::set_codec`] away. Replies are
+//! answered strictly in order, so requests can be pipelined ([`Client::send`],
+//! [`Client::recv`]).
+//!
+//! ```no_run
+//! use clove_sdk::{Client, Codec, Error};
+//!
+//! fn main() -> Result<(), Error> {
+//!     // `None`: the socket from $CLOVE_SOCKET, else the kernel's default.
+//!     let mut client = Client::connect(None)?;
+//!     let hello = client.hello()?;
+//!     println!("kernel {} speaks protocol {}", hello.kernel_version, hello.protocol_version);
+//!     println!("the kernel knows us as {:?}", client.agent_id());
+//!
+//!     assert_eq!(client.noop(b"ping")?, b"ping");
+//!
+//!     // Any typed request: `call` returns its typed reply, or the kernel's error.
+//!     client.set_codec(Codec::Json);
+//!     match client.call(&clove_sdk::msg::HelloRequest {}) {
+//!         Ok(reply) => println!("{:?}", reply.features.opcodes),
+//!         Err(Error::Kernel(e)) => eprintln!("kernel refused: {} ({})", e.message, e.code),
+//!         Err(e) => return Err(e),
+//!     }
+//!     client.exit()
+//! }
+//! ```
+//!
+//! The async client has the same methods as `async fn`s:
+//!
+//! ```no_run
+//! # #[cfg(feature = "async")]
+//! # async fn demo() -> Result<(), clove_sdk::Error> {
+//! let mut client = clove_sdk::AsyncClient::connect(None).await?;
+//! let hello = client.hello().await?;
+//! println!("protocol {}", hello.protocol_version);
+//! client.exit().await
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+#[cfg(feature = "async")]
+mod asynchronous;
+mod blocking;
+mod error;
+mod socket;
+mod wire;
+
+#[cfg(feature = "async")]
+pub use asynchronous::AsyncClient;
+pub use blocking::Client;
+pub use error::{Error, ProtocolError};
+pub use socket::{resolve_socket, resolve_socket_in, SocketEnv, SOCKET_ENV};
+pub use wire::{RawReply, DEFAULT_MAX_REPLY};
+
+pub use clove_abi::{msg, Codec, ErrorCode, FrameHeader, Opcode, Syscall, WireError};

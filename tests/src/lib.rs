@@ -48,9 +48,16 @@ fn build_bin(package: &str, bin: &str) -> PathBuf {
         cmd.arg("--release");
     }
     let status = cmd.status().expect("run cargo build");
-    assert!(status.success(), "cargo build -p {package} --bin {bin} failed");
+    assert!(
+        status.success(),
+        "cargo build -p {package} --bin {bin} failed"
+    );
     let path = dir.join(bin);
-    assert!(path.exists(), "{} missing after cargo build", path.display());
+    assert!(
+        path.exists(),
+        "{} missing after cargo build",
+        path.display()
+    );
     path
 }
 
@@ -102,7 +109,10 @@ impl Kernel {
             .args(&opts.args)
             .env_remove("CLOVE_SOCKET")
             .env_remove("CLOVE_CONFIG")
-            .env("CLOVE_LOG", std::env::var("CLOVE_TEST_LOG").unwrap_or("warn".into()))
+            .env(
+                "CLOVE_LOG",
+                std::env::var("CLOVE_TEST_LOG").unwrap_or("warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         for (k, v) in &opts.env {
@@ -138,7 +148,10 @@ impl Kernel {
                 }
             }
             if start.elapsed() > limit {
-                bail!("clove-kernel not ready on {} after {limit:?}", self.socket.display());
+                bail!(
+                    "clove-kernel not ready on {} after {limit:?}",
+                    self.socket.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -201,5 +214,138 @@ impl Drop for Kernel {
                 let _ = child.wait();
             }
         }
+    }
+}
+
+// Helpers for the raw-frame and process tests in tests/tests/.
+
+use std::io::Write;
+
+use clove_abi::{Codec, FrameHeader, HEADER_LEN};
+
+/// Writes one frame (header and payload) in one write.
+pub fn send_frame(
+    stream: &mut impl Write,
+    codec: Codec,
+    opcode: u8,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    stream.write_all(&clove_abi::frame::encode_frame(codec, 0, opcode, payload))
+}
+
+/// Reads one frame. A header with a bad magic is an `InvalidData` error.
+pub fn read_frame(stream: &mut impl Read) -> std::io::Result<(FrameHeader, Vec<u8>)> {
+    let mut head = [0u8; HEADER_LEN];
+    stream.read_exact(&mut head)?;
+    let header = FrameHeader::decode(&head)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let mut payload = vec![0u8; header.payload_len as usize];
+    stream.read_exact(&mut payload)?;
+    Ok((header, payload))
+}
+
+/// Sends a JSON frame and reads its reply, parsed as JSON.
+pub fn json_call(
+    stream: &mut UnixStream,
+    opcode: u8,
+    payload: &[u8],
+) -> Result<(FrameHeader, serde_json::Value)> {
+    send_frame(stream, Codec::Json, opcode, payload)?;
+    let (header, body) = read_frame(stream)?;
+    let value = serde_json::from_slice(&body).with_context(|| {
+        format!(
+            "reply to 0x{opcode:02X} is not JSON: {:?}",
+            String::from_utf8_lossy(&body)
+        )
+    })?;
+    Ok((header, value))
+}
+
+/// Opens a new connection to `socket` and asks HELLO: proves the kernel still serves.
+pub fn hello_on_new_connection(socket: &Path) -> Result<serde_json::Value> {
+    let mut s = UnixStream::connect(socket)
+        .with_context(|| format!("connect {} for HELLO", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let (header, reply) = json_call(&mut s, 0xFE, b"{}")?;
+    if header.opcode != 0xFE || reply["success"] != true || reply["protocol_version"] != 1 {
+        bail!("bad HELLO reply: opcode 0x{:02X}, {reply}", header.opcode);
+    }
+    Ok(reply)
+}
+
+/// Waits until the peer closes `stream` (EOF, or ECONNRESET when it closed with our bytes
+/// unread) and returns how long that took. Fails if bytes arrive or it is still open at `limit`.
+pub fn wait_closed(stream: &mut UnixStream, limit: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    stream.set_read_timeout(Some(limit))?;
+    let mut buf = [0u8; 4096];
+    match stream.read(&mut buf) {
+        Ok(0) => Ok(start.elapsed()),
+        Ok(n) => bail!(
+            "expected the connection to close, got {n} bytes: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(start.elapsed()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            bail!("connection still open after {limit:?}")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A `clove-kernel` command with none of the harness defaults and no `CLOVE_*` variable
+/// inherited from the test's environment; stdin is null.
+pub fn kernel_command() -> Command {
+    let mut cmd = Command::new(kernel_bin());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CLOVE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `cmd` until it exits (killed and failed after `limit`); returns status, stdout, stderr.
+pub fn run_to_exit(cmd: &mut Command, limit: Duration) -> Result<(ExitStatus, String, String)> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawn")?;
+    let collect = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = collect(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = collect(child.stderr.take().map(|p| Box::new(p) as _));
+    let status = wait_timeout(&mut child, limit)?;
+    let out = out.join().unwrap_or_default();
+    let err = err.join().unwrap_or_default();
+    Ok((status, out, err))
+}
+
+impl Kernel {
+    /// Sends `sig` (once) and waits up to 10 s for the exit; returns the status and the
+    /// captured stderr (empty unless `capture_stderr`).
+    pub fn signal_and_wait(mut self, sig: libc::c_int) -> Result<(ExitStatus, String)> {
+        let mut child = self.child.take().context("kernel already stopped")?;
+        signal(&child, sig);
+        let status = wait_timeout(&mut child, Duration::from_secs(10))?;
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        Ok((status, err))
     }
 }
