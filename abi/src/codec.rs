@@ -269,6 +269,36 @@ impl From<serde_json::Value> for Json {
     }
 }
 
+/// Arbitrary JSON values for the round-trip property tests: nested objects and arrays of
+/// strings, integers, finite floats, booleans and null.
+#[cfg(test)]
+impl proptest::arbitrary::Arbitrary for Json {
+    type Parameters = ();
+    type Strategy = proptest::strategy::BoxedStrategy<Json>;
+
+    fn arbitrary_with(_: ()) -> Self::Strategy {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            proptest::num::f64::NORMAL.prop_map(Value::from),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z_]{0,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+        .prop_map(Json)
+        .boxed()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,10 +6,12 @@ use crate::msg::syscall;
 
 /// HELLO `{}`: the handshake.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct HelloRequest {}
 
 /// HELLO reply: `{success, protocol_version, kernel_version, features}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct HelloReply {
     /// Always true.
     pub success: bool,
@@ -23,6 +25,7 @@ pub struct HelloReply {
 
 /// The features a kernel really implements: a client checks here before relying on one.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct Features {
     /// Payload codecs the kernel accepts: `["json", "postcard"]`.
     #[serde(default)]
@@ -61,11 +64,13 @@ pub struct Features {
 
 /// EXIT `{}`: end the session. The original SDK sends it with an empty payload.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct ExitRequest {}
 
 /// EXIT's reply is the raw text `goodbye`, not a codec payload (in both codecs); the kernel
 /// closes the connection after sending it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct ExitReply {}
 
 /// The raw payload of EXIT's reply.

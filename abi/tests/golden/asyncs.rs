@@ -1,0 +1,1 @@
+// Golden tests for msg::asyncs (to be written).

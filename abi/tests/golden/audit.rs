@@ -1,0 +1,1 @@
+// Golden tests for msg::audit (to be written).

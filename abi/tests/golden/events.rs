@@ -1,0 +1,1 @@
+// Golden tests for msg::events (to be written).

@@ -1,0 +1,1 @@
+// Golden tests for msg::host (to be written).

@@ -1,0 +1,1 @@
+// Golden tests for msg::lifecycle (to be written).

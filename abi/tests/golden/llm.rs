@@ -1,0 +1,1 @@
+// Golden tests for msg::llm (to be written).

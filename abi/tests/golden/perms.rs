@@ -1,0 +1,1 @@
+// Golden tests for msg::perms (to be written).
