@@ -56,42 +56,7 @@ impl AsyncClient {
         }
     }
 
-    /// This client with `codec` for the requests it sends from now on.
-    pub fn with_codec(mut self, codec: Codec) -> AsyncClient {
-        self.set_codec(codec);
-        self
-    }
-
-    /// Uses `codec` for the requests sent from now on (replies come in the request's codec).
-    pub fn set_codec(&mut self, codec: Codec) {
-        self.conn.codec = codec;
-    }
-
-    /// The codec requests are sent in.
-    pub fn codec(&self) -> Codec {
-        self.conn.codec
-    }
-
-    /// The caller's id as the kernel sees it, from the last reply's header; `None` before the
-    /// first reply.
-    pub fn agent_id(&self) -> Option<u32> {
-        self.conn.agent_id
-    }
-
-    /// The socket this client is connected to.
-    pub fn socket_path(&self) -> &Path {
-        &self.conn.path
-    }
-
-    /// The largest reply payload accepted, in bytes.
-    pub fn max_reply(&self) -> u64 {
-        self.conn.max_reply
-    }
-
-    /// Refuses replies whose payload exceeds `max` bytes (default 64 MiB).
-    pub fn set_max_reply(&mut self, max: u64) {
-        self.conn.max_reply = max;
-    }
+    crate::wire::conn_accessors!(AsyncClient);
 
     /// Sends a typed request and returns its typed reply; a kernel error is
     /// [`Error::Kernel`].

@@ -8,22 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use clove_sdk::msg::{ExitRequest, HelloReply, HelloRequest};
-use clove_sdk::{AsyncClient, Codec, Error, ErrorCode, Opcode, ProtocolError, Syscall};
-use common::{FakeKernel, AGENT_ID};
-use serde::{Deserialize, Serialize};
-
-const CODECS: [Codec; 2] = [Codec::Postcard, Codec::Json];
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Think {
-    prompt: String,
-}
-
-impl Syscall for Think {
-    const OPCODE: Opcode = Opcode::Think;
-    type Reply = HelloReply;
-}
+use clove_sdk::msg::{ExitRequest, HelloRequest};
+use clove_sdk::{AsyncClient, Codec, Error, ErrorCode, ProtocolError};
+use common::{FakeKernel, Think, AGENT_ID, CODECS};
 
 async fn client(kernel: &FakeKernel, codec: Codec) -> AsyncClient {
     AsyncClient::connect(Some(&kernel.socket))

@@ -8,22 +8,8 @@ mod common;
 use std::time::Duration;
 
 use clove_sdk::msg::{ExitRequest, HelloReply, HelloRequest};
-use clove_sdk::{Client, Codec, Error, ErrorCode, Opcode, ProtocolError, Syscall};
-use common::{FakeKernel, Opts, AGENT_ID};
-use serde::{Deserialize, Serialize};
-
-const CODECS: [Codec; 2] = [Codec::Postcard, Codec::Json];
-
-/// A typed request under an opcode the fake kernel refuses.
-#[derive(Debug, Serialize, Deserialize)]
-struct Think {
-    prompt: String,
-}
-
-impl Syscall for Think {
-    const OPCODE: Opcode = Opcode::Think;
-    type Reply = HelloReply;
-}
+use clove_sdk::{Client, Codec, Error, ErrorCode, ProtocolError};
+use common::{FakeKernel, Opts, Think, AGENT_ID, CODECS};
 
 fn client(kernel: &FakeKernel, codec: Codec) -> Client {
     let mut c = Client::connect(Some(&kernel.socket))

@@ -141,31 +141,24 @@ fn exactly_the_limit_is_accepted() {
 }
 
 #[test]
-fn partial_header_is_closed_after_the_frame_timeout() {
+fn partial_frames_are_closed_after_the_frame_timeout() {
     let k = kernel();
-    let mut s = connect(&k);
-    s.write_all(&header(MAGIC_JSON, 0xFE, 2)[..10]).unwrap();
-    let took = wait_closed(&mut s, Duration::from_secs(5)).unwrap();
-    assert!(
-        took >= Duration::from_millis(FRAME_TIMEOUT_MS * 2 / 3),
-        "closed after {took:?}, before the {FRAME_TIMEOUT_MS} ms frame timeout"
-    );
-    hello_on_new_connection(&k.socket).unwrap();
-}
-
-#[test]
-fn partial_payload_is_closed_after_the_frame_timeout() {
-    let k = kernel();
-    let mut s = connect(&k);
-    let mut frame = header(MAGIC_JSON, 0x00, 100).to_vec();
-    frame.extend_from_slice(&[1u8; 40]);
-    s.write_all(&frame).unwrap();
-    let took = wait_closed(&mut s, Duration::from_secs(5)).unwrap();
-    assert!(
-        took >= Duration::from_millis(FRAME_TIMEOUT_MS * 2 / 3),
-        "closed after {took:?}, before the {FRAME_TIMEOUT_MS} ms frame timeout"
-    );
-    hello_on_new_connection(&k.socket).unwrap();
+    let mut partial_payload = header(MAGIC_JSON, 0x00, 100).to_vec();
+    partial_payload.extend_from_slice(&[1u8; 40]);
+    let cases = [
+        ("partial header", header(MAGIC_JSON, 0xFE, 2)[..10].to_vec()),
+        ("partial payload", partial_payload),
+    ];
+    for (what, bytes) in cases {
+        let mut s = connect(&k);
+        s.write_all(&bytes).unwrap();
+        let took = wait_closed(&mut s, Duration::from_secs(5)).unwrap();
+        assert!(
+            took >= Duration::from_millis(FRAME_TIMEOUT_MS * 2 / 3),
+            "{what}: closed after {took:?}, before the {FRAME_TIMEOUT_MS} ms frame timeout"
+        );
+        hello_on_new_connection(&k.socket).unwrap();
+    }
 }
 
 #[test]

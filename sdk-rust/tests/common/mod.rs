@@ -162,3 +162,18 @@ fn serve(stream: UnixStream, opts: Opts) {
 fn send(out: &mut UnixStream, c: Codec, op: u8, payload: &[u8]) -> std::io::Result<()> {
     out.write_all(&clove_abi::frame::encode_frame(c, AGENT_ID, op, payload))
 }
+
+/// Both codecs, the SDK's default first.
+pub const CODECS: [Codec; 2] = [Codec::Postcard, Codec::Json];
+
+/// A typed request under an opcode the fake kernel refuses.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Think {
+    /// The prompt (never read: the fake kernel refuses THINK).
+    pub prompt: String,
+}
+
+impl clove_sdk::Syscall for Think {
+    const OPCODE: clove_sdk::Opcode = clove_sdk::Opcode::Think;
+    type Reply = clove_sdk::msg::HelloReply;
+}

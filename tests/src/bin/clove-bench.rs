@@ -41,7 +41,7 @@ use serde_json::json;
 use bench::affinity;
 use bench::client::{Client, Pipelined};
 use bench::echo::EchoServer;
-use bench::epoll_echo::EpollEchoServer;
+use bench::epoll_echo;
 use bench::stats::{median, summarize, Summary};
 
 /// The project's goals, reported against.
@@ -217,7 +217,7 @@ fn main() -> Result<()> {
     let kernel = start_kernel(&cfg, None).context("start the kernel")?;
     let echo = EchoServer::start().context("start the echo server")?;
     let epoll_echo = if cfg.epoll_echo {
-        Some(EpollEchoServer::start().context("start the epoll echo server")?)
+        Some(epoll_echo::start().context("start the epoll echo server")?)
     } else {
         None
     };

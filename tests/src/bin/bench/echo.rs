@@ -23,15 +23,24 @@ pub struct EchoServer {
 }
 
 impl EchoServer {
+    /// The blocking echo: each connection thread blocks in `read`.
     pub fn start() -> Result<EchoServer> {
-        let dir = tempfile::Builder::new().prefix("clove-echo-").tempdir()?;
+        EchoServer::start_with("blocking", serve)
+    }
+
+    /// An echo server whose connection threads run `serve`; `kind` names it in thread names
+    /// and errors.
+    pub fn start_with(kind: &str, serve: fn(UnixStream)) -> Result<EchoServer> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("clove-echo-{kind}-"))
+            .tempdir()?;
         let path = dir.path().join("echo.sock");
         let listener =
             UnixListener::bind(&path).with_context(|| format!("bind {}", path.display()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let accept = std::thread::Builder::new()
-            .name("echo-accept".into())
+            .name(format!("echo-{kind}"))
             .spawn(move || {
                 for conn in listener.incoming() {
                     if flag.load(Ordering::Relaxed) {
@@ -43,7 +52,7 @@ impl EchoServer {
                         .spawn(move || serve(conn));
                 }
             })
-            .context("spawn the echo accept thread")?;
+            .with_context(|| format!("spawn the {kind} echo accept thread"))?;
         Ok(EchoServer {
             path,
             _dir: dir,
@@ -53,6 +62,7 @@ impl EchoServer {
     }
 }
 
+/// Serves one connection of the blocking echo.
 fn serve(mut conn: UnixStream) {
     let mut buf = vec![0u8; HEADER_LEN + 4096];
     loop {

@@ -5,55 +5,16 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::os::unix::net::UnixStream;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clove_abi::frame::{DEFAULT_MAX_PAYLOAD, HEADER_LEN};
 
-/// A running epoll echo server on its own temporary socket.
-pub struct EpollEchoServer {
-    /// The socket path.
-    pub path: PathBuf,
-    _dir: tempfile::TempDir,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
-}
+use super::echo::EchoServer;
 
-impl EpollEchoServer {
-    pub fn start() -> Result<EpollEchoServer> {
-        let dir = tempfile::Builder::new()
-            .prefix("clove-epoll-echo-")
-            .tempdir()?;
-        let path = dir.path().join("echo.sock");
-        let listener =
-            UnixListener::bind(&path).with_context(|| format!("bind {}", path.display()))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let accept = std::thread::Builder::new()
-            .name("echo-epoll-acc".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if flag.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    let _ = std::thread::Builder::new()
-                        .name("echo-epoll".into())
-                        .spawn(move || serve(conn));
-                }
-            })
-            .context("spawn the epoll echo accept thread")?;
-        Ok(EpollEchoServer {
-            path,
-            _dir: dir,
-            stop,
-            accept: Some(accept),
-        })
-    }
+/// Starts the epoll echo server on its own temporary socket.
+pub fn start() -> Result<EchoServer> {
+    EchoServer::start_with("epoll", serve)
 }
 
 fn epoll_for(conn: &UnixStream) -> io::Result<OwnedFd> {
@@ -157,14 +118,4 @@ fn write_all(conn: &mut UnixStream, mut bytes: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-impl Drop for EpollEchoServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = UnixStream::connect(&self.path);
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
-    }
 }
