@@ -9,6 +9,16 @@ use crate::msg::syscall;
 /// STUB (to be written): the permission set of GET_PERMS / SET_PERMS / SPAWN.
 pub struct Permissions {}
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[serde(rename_all = "lowercase")]
+/// STUB (to be written): a named permission level.
+pub enum PermissionLevel {
+    /// STUB.
+    #[default]
+    Standard,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 /// STUB (to be written).
