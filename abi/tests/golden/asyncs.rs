@@ -3,15 +3,9 @@
 use clove_abi::codec::{decode_reply, encode};
 use clove_abi::msg::{AsyncPollReply, AsyncPollRequest, AsyncResult, ExecReply, ASYNC_ACCEPTED};
 use clove_abi::{Codec, ErrorCode, Opcode};
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::{golden, hex, parse, reject};
-
-/// A reply as our kernel sends it in JSON (through the codec, so `None`s are left out).
-fn sent<T: Serialize>(reply: &T) -> Value {
-    serde_json::from_slice(&encode(Codec::Json, reply).expect("encode")).expect("json")
-}
+use crate::{golden, hex, parse, reject, sent};
 
 #[test]
 fn async_poll_golden() {

@@ -7,23 +7,9 @@ use clove_abi::msg::{
     DEFAULT_AUDIT_MAX_ENTRIES,
 };
 use clove_abi::{Codec, Json};
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::{golden, hex, parse, reject};
-
-/// A reply as our kernel sends it in JSON (through the codec, so `None`s are left out).
-fn sent<T: Serialize>(reply: &T) -> Value {
-    serde_json::from_slice(&encode(Codec::Json, reply).expect("encode")).expect("json")
-}
-
-/// A reply as the kernel sends it in JSON, parsed back as our SDK reads it.
-fn read<T: serde::de::DeserializeOwned>(json: &str) -> T {
-    match clove_abi::codec::decode_reply::<T>(Codec::Json, json.as_bytes()) {
-        Ok(Ok(r)) => r,
-        other => panic!("{json}: {:?}", other.map(|_| ())),
-    }
-}
+use crate::{golden, hex, parse, read, reject, sent};
 
 // ---------------------------------------------------------------- categories
 

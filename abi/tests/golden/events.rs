@@ -6,19 +6,9 @@ use clove_abi::msg::{
     SubscribeRequest, UnsubscribeReply, UnsubscribeRequest,
 };
 use clove_abi::{Codec, Json};
-use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::{golden, hex, parse, reject};
-
-/// A reply as our kernel sends it in JSON (through the codec, so `None`s are left out).
-fn sent<T: Serialize>(reply: &T) -> Value {
-    serde_json::from_slice(&encode(Codec::Json, reply).expect("encode")).expect("json")
-}
-
-fn strings(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| (*s).to_owned()).collect()
-}
+use crate::{golden, hex, parse, reject, sent, strings};
 
 // Names as postcard strings: length, then UTF-8.
 const AGENT_SPAWNED: &str = "0d 41 47 45 4e 54 5f 53 50 41 57 4e 45 44";

@@ -6,15 +6,9 @@ use clove_abi::msg::{
     RegisterRequest, SendReply, SendRequest,
 };
 use clove_abi::{Codec, Json};
-use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::{golden, hex, parse, reject};
-
-/// A reply as our kernel sends it in JSON (through the codec, so `None`s are left out).
-fn sent<T: Serialize>(reply: &T) -> Value {
-    serde_json::from_slice(&encode(Codec::Json, reply).expect("encode")).expect("json")
-}
+use crate::{golden, hex, parse, reject, sent};
 
 // ---------------------------------------------------------------- SEND
 

@@ -10,20 +10,9 @@ use clove_abi::msg::{
     SpawnStatus,
 };
 use clove_abi::Codec;
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::{golden, hex, parse, reject};
-
-/// A reply as our kernel sends it in JSON (through the codec, so `None`s are left out).
-fn sent<T: Serialize>(reply: &T) -> Value {
-    serde_json::from_slice(&encode(Codec::Json, reply).expect("encode")).expect("json")
-}
-
-/// A reply's bare postcard payload (without the `Result` envelope).
-fn postcard<T: Serialize>(reply: &T) -> Vec<u8> {
-    encode(Codec::Postcard, reply).expect("encode")
-}
+use crate::{golden, hex, parse, postcard, reject, sent};
 
 // ---------------------------------------------------------------- SPAWN
 

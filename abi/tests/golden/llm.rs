@@ -1,28 +1,13 @@
 //! THINK, LLM_REPORT.
 
-use clove_abi::codec::{decode_reply, encode};
+use clove_abi::codec::encode;
 use clove_abi::msg::{
     LlmReportReply, LlmReportRequest, LlmUsage, ThinkImage, ThinkReply, ThinkRequest, ThinkingLevel,
 };
 use clove_abi::{Codec, Json};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::{golden, hex, parse, reject};
-
-/// A reply as our kernel sends it in JSON (through the codec, so `None`s are left out).
-fn sent<T: Serialize>(reply: &T) -> Value {
-    serde_json::from_slice(&encode(Codec::Json, reply).expect("encode")).expect("json")
-}
-
-/// A reply as a client reads it from JSON.
-fn read<T: DeserializeOwned>(json: &str) -> T {
-    match decode_reply::<T>(Codec::Json, json.as_bytes()) {
-        Ok(Ok(reply)) => reply,
-        other => panic!("{json} did not read as a reply: {:?}", other.err()),
-    }
-}
+use crate::{golden, hex, parse, read, reject, sent};
 
 // ---------------------------------------------------------------- THINK
 

@@ -97,3 +97,28 @@ pub fn reject<T: Syscall + std::fmt::Debug>(json: &str) -> String {
         Err(e) => e.to_string(),
     }
 }
+
+/// A reply as our kernel sends it in JSON: through the codec, so `None`s are left out (which
+/// `serde_json::to_value` would not do).
+pub fn sent<T: serde::Serialize>(reply: &T) -> serde_json::Value {
+    serde_json::from_slice(&encode(Codec::Json, reply).expect("encode")).expect("json")
+}
+
+/// A reply's bare postcard payload (without the `Result` envelope).
+pub fn postcard<T: serde::Serialize>(reply: &T) -> Vec<u8> {
+    encode(Codec::Postcard, reply).expect("encode")
+}
+
+/// A success reply as a client reads it from JSON (the original kernel's or ours).
+pub fn read<T: serde::de::DeserializeOwned>(json: &str) -> T {
+    match clove_abi::codec::decode_reply::<T>(Codec::Json, json.as_bytes()) {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(e)) => panic!("{json} read as the error {e:?}"),
+        Err(e) => panic!("{json} did not read as a reply: {e}"),
+    }
+}
+
+/// Owned strings from string literals.
+pub fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}

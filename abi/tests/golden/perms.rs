@@ -6,19 +6,9 @@ use clove_abi::msg::{
     SetPermsReply, SetPermsRequest,
 };
 use clove_abi::Codec;
-use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::{golden, hex, parse, reject};
-
-/// A reply as our kernel sends it in JSON (through the codec, so `None`s are left out).
-fn sent<T: Serialize>(reply: &T) -> Value {
-    serde_json::from_slice(&encode(Codec::Json, reply).expect("encode")).expect("json")
-}
-
-fn strings(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| (*s).to_owned()).collect()
-}
+use crate::{golden, hex, parse, reject, sent, strings};
 
 /// A permission set with something in every list and every kind of value.
 fn custom() -> Permissions {
