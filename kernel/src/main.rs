@@ -9,6 +9,7 @@ mod ids;
 mod kernel;
 mod server;
 mod state_dir;
+mod sandbox;
 mod syscalls;
 
 use std::process::ExitCode;
