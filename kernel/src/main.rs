@@ -4,12 +4,13 @@
 //! line on stderr); 1 when the kernel cannot start (state dir in use, socket in use, ...) or
 //! fails while running.
 
+mod agents;
 mod config;
 mod ids;
 mod kernel;
+mod sandbox;
 mod server;
 mod state_dir;
-mod sandbox;
 mod syscalls;
 
 use std::process::ExitCode;

@@ -14,6 +14,7 @@
 
 pub mod cgroup;
 pub mod init;
+pub mod interpreter;
 pub mod launch;
 pub mod mounts;
 pub mod net;
