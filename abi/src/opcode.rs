@@ -141,6 +141,8 @@ opcodes! {
     MetricsAllAgents = 0xC2 => "METRICS_ALL_AGENTS",
     /// A cgroup's metrics.
     MetricsCgroup = 0xC3 => "METRICS_CGROUP",
+    /// Ours: block until an agent exits (or a timeout) and return why it exited.
+    Wait = 0xD0 => "WAIT",
     /// Report LLM usage an SDK incurred itself.
     LlmReport = 0xF0 => "LLM_REPORT",
     /// Handshake: protocol version and features.
@@ -196,14 +198,14 @@ mod tests {
             assert_eq!(Opcode::from_u8(op.as_u8()), Some(*op));
         }
         assert_eq!(Opcode::from_u8(0x13), None);
-        for raw in EXTENSION_FIRST..=EXTENSION_LAST {
-            assert_eq!(
-                Opcode::from_u8(raw),
-                None,
-                "0x{raw:02X} is ours, unassigned yet"
-            );
-        }
-        assert_eq!(Opcode::ALL.len(), 54);
+        // Ours are assigned from the start of our range, nothing outside it.
+        let ours: Vec<u8> = Opcode::ALL
+            .iter()
+            .map(|o| o.as_u8())
+            .filter(|b| (EXTENSION_FIRST..=EXTENSION_LAST).contains(b))
+            .collect();
+        assert_eq!(ours, [0xD0]);
+        assert_eq!(Opcode::ALL.len(), 55);
     }
 
     #[test]

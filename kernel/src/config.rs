@@ -71,6 +71,16 @@ pub struct Flags {
     #[arg(long, env = "CLOVE_LOG", value_name = "FILTER")]
     pub log_level: Option<String>,
 
+    /// The Python interpreter agents run with (resolved once at start by running it)
+    /// [default: python3]
+    #[arg(long, env = "CLOVE_PYTHON", value_name = "PROGRAM")]
+    pub python: Option<String>,
+
+    /// Time a killed agent gets between SIGTERM and SIGKILL, unless SPAWN set `grace_ms`
+    /// [default: 3000]
+    #[arg(long, env = "CLOVE_KILL_GRACE_MS", value_name = "MS")]
+    pub kill_grace_ms: Option<u64>,
+
     /// Print the effective configuration as TOML and exit
     #[arg(long)]
     pub print_config: bool,
@@ -106,6 +116,8 @@ struct FileConfig {
     frame_timeout_ms: Option<u64>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
+    python: Option<String>,
+    kill_grace_ms: Option<u64>,
 }
 
 /// The effective, validated configuration.
@@ -129,6 +141,11 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
+    /// The agents' Python interpreter as configured (a name on PATH or a path).
+    pub python: String,
+    /// Default SIGTERM-to-SIGKILL grace of KILL.
+    #[serde(rename = "kill_grace_ms", serialize_with = "ser_ms")]
+    pub kill_grace: Duration,
 }
 
 fn ser_compat<S: serde::Serializer>(v: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
@@ -244,6 +261,14 @@ pub fn load(flags: &Flags, host: &Host) -> Result<Config, ConfigError> {
             .clone()
             .or(file.log_level)
             .unwrap_or_else(|| "info".into()),
+        python: flags
+            .python
+            .clone()
+            .or(file.python)
+            .unwrap_or_else(|| clove_abi::msg::DEFAULT_PYTHON.into()),
+        kill_grace: Duration::from_millis(
+            flags.kill_grace_ms.or(file.kill_grace_ms).unwrap_or(3_000),
+        ),
     };
     config.validate()?;
     Ok(config)
@@ -310,6 +335,15 @@ impl Config {
         }
         if self.frame_timeout.is_zero() {
             return bad("frame_timeout_ms: must be at least 1".into());
+        }
+        if self.python.trim().is_empty() {
+            return bad("python: must name an interpreter".into());
+        }
+        if self.kill_grace > Duration::from_secs(600) {
+            return bad(format!(
+                "kill_grace_ms {}: at most 600000",
+                self.kill_grace.as_millis()
+            ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return bad(format!("log_level {:?}: {e}", self.log_level));

@@ -23,6 +23,14 @@ use tokio_util::sync::CancellationToken;
 use config::{Config, Flags, LogFormat};
 
 fn main() -> ExitCode {
+    // Init mode: PID 1 of an agent's sandbox, exec'd by the launcher (sandbox::launch).
+    // Checked before flag parsing so it never shows in --help.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == sandbox::init::ARG)
+    {
+        sandbox::init::main();
+    }
     let flags = match Flags::try_parse() {
         Ok(flags) => flags,
         Err(e) if !e.use_stderr() => {
@@ -95,7 +103,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         .thread_name("clove-worker")
         .build()
         .context("start the async runtime")?;
-    let kernel = Arc::new(kernel::Kernel::new(config));
+    let host = agents::Host::setup(&config, state.path())?;
+    let kernel = Arc::new(kernel::Kernel::new(config, host));
     let state_path = state.path().display().to_string();
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
@@ -109,7 +118,9 @@ fn run(config: Config) -> anyhow::Result<()> {
             "clove-kernel ready; try: clove --socket {} status",
             kernel.config.socket.display()
         );
-        server::serve(kernel, sockets, shutdown).await
+        let served = server::serve(Arc::clone(&kernel), sockets, shutdown).await;
+        kernel.agents.shutdown(kernel.config.kill_grace).await;
+        served
     })?;
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     tracing::info!("clove-kernel stopped");

@@ -731,7 +731,58 @@ pub struct ResumeReply {
     pub agent_id: u32,
 }
 
+/// WAIT `{id}` or `{name}`, `timeout_ms?` (extension, opcode 0xD0): block until the agent has
+/// exited, or until the timeout, and say how it exited. An agent that has already exited is
+/// answered at once from the kernel's table of exited agents (by id; a name is free again once
+/// its agent has exited, so waiting by name only finds live agents).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct WaitRequest {
+    /// The agent's id.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub id: Option<u32>,
+    /// The agent's name (when `id` is absent).
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub name: Option<String>,
+    /// The longest wait in ms; absent: wait as long as it takes.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+impl WaitRequest {
+    /// The agent to wait for: `id` wins over `name`.
+    pub fn target(&self) -> Option<AgentRef<'_>> {
+        AgentRef::pick(self.id, self.name.as_deref())
+    }
+}
+
+/// WAIT reply: `{success, agent_id, exited, exit_code?, signal?, oom, reason?}`. `exited` is
+/// false when the timeout ran out first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct WaitReply {
+    /// The wait was carried out (a timeout is not an error).
+    pub success: bool,
+    /// The agent's id.
+    pub agent_id: u32,
+    /// The agent has exited.
+    pub exited: bool,
+    /// Its exit code, when it exited normally.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub exit_code: Option<i32>,
+    /// The signal that ended it, when one did.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub signal: Option<i32>,
+    /// The memory cgroup's OOM killer ended it.
+    #[serde(default)]
+    pub oom: bool,
+    /// How it ended, for humans: `exited with code 0`, `killed by signal 9 (out of memory)`.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub reason: Option<String>,
+}
+
 syscall! {
+    WaitRequest => Wait, WaitReply;
     SpawnRequest => Spawn, SpawnReply;
     KillRequest => Kill, KillReply;
     ListRequest => List, ListReply;

@@ -105,6 +105,7 @@ macro_rules! for_each_syscall {
             MetricsAllAgents => $crate::msg::MetricsAllAgentsRequest, $crate::msg::MetricsAllAgentsReply;
             MetricsCgroup => $crate::msg::MetricsCgroupRequest, $crate::msg::MetricsCgroupReply;
             LlmReport => $crate::msg::LlmReportRequest, $crate::msg::LlmReportReply;
+            Wait => $crate::msg::WaitRequest, $crate::msg::WaitReply;
             Hello => $crate::msg::HelloRequest, $crate::msg::HelloReply;
             Exit => $crate::msg::ExitRequest, $crate::msg::ExitReply;
         }

@@ -530,3 +530,44 @@ fn agent_states_are_upper_case() {
         );
     }
 }
+
+// ---------------------------------------------------------------- WAIT (ours, 0xD0)
+
+#[test]
+fn wait_golden() {
+    use clove_abi::msg::WaitRequest;
+    golden(&WaitRequest::default(), "{}", "00 00 00");
+    // id 7, no name, timeout 1000 ms = varint e8 07.
+    golden(
+        &WaitRequest {
+            id: Some(7),
+            name: None,
+            timeout_ms: Some(1000),
+        },
+        r#"{"id":7,"timeout_ms":1000}"#,
+        "01 07  00  01 e8 07",
+    );
+    let w: WaitRequest = parse(r#"{"name": "w", "timeout_ms": null}"#);
+    assert_eq!(w.target(), Some(clove_abi::msg::AgentRef::Name("w")));
+    let e = reject::<WaitRequest>(r#"{"id": "seven"}"#);
+    assert!(e.contains("id"), "{e}");
+}
+
+#[test]
+fn wait_reply_shape() {
+    use clove_abi::msg::WaitReply;
+    let r = WaitReply {
+        success: true,
+        agent_id: 7,
+        exited: true,
+        exit_code: None,
+        signal: Some(9),
+        oom: true,
+        reason: Some("killed by signal 9 (out of memory)".into()),
+    };
+    assert_eq!(
+        sent(&r),
+        json!({"success": true, "agent_id": 7, "exited": true, "signal": 9, "oom": true,
+               "reason": "killed by signal 9 (out of memory)"})
+    );
+}

@@ -1,8 +1,383 @@
-//! Agents: the table of running and exited agents, their identities and the lifecycle
-//! syscalls' logic (SPAWN, KILL, LIST, PAUSE, RESUME, WAIT).
+//! Agents: the table of running and exited agents, their identities, and the logic of the
+//! lifecycle syscalls (SPAWN in [`spawn`], KILL/PAUSE/RESUME in [`control`], exit handling
+//! in [`exit`]).
+//!
+//! An agent is known by its id (from the kernel's one id space) for its whole life; its name
+//! is unique among live agents and free again once it has exited. Exited agents stay in a
+//! bounded table, so LIST and WAIT can still answer about them.
 
-// The manager that drives these lands with the launcher.
-#![allow(dead_code)]
-
+pub mod control;
+pub mod exit;
+pub mod host;
 pub mod plan;
+pub mod spawn;
 pub mod uids;
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use clove_abi::msg::{AgentEntry, AgentRef, AgentState, Isolation, SpawnRequest};
+use clove_abi::{ErrorCode, WireError};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::sandbox::cgroup::{AgentCgroup, Cgroups};
+use crate::sandbox::interpreter::Interpreter;
+use crate::sandbox::launch::Launcher;
+use uids::UidBlock;
+
+/// How many exited agents the table remembers.
+pub const EXITED_KEPT: usize = 1024;
+
+/// Why an agent's process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitReason {
+    /// The exit code, when it exited.
+    pub code: Option<i32>,
+    /// The signal that ended it, when one did.
+    pub signal: Option<i32>,
+    /// The memory controller's OOM killer ended it (read from the cgroup's own counter).
+    pub oom: bool,
+    /// KILL asked for it.
+    pub killed: bool,
+}
+
+impl ExitReason {
+    /// A clean exit: code 0 and no signal.
+    pub fn clean(&self) -> bool {
+        self.code == Some(0) && self.signal.is_none()
+    }
+
+    /// One phrase for logs and replies: `exited with code 3`, `killed by signal 9 (OOM)`.
+    pub fn describe(&self) -> String {
+        let mut s = match (self.code, self.signal) {
+            (_, Some(sig)) => format!("killed by signal {sig}"),
+            (Some(code), None) => format!("exited with code {code}"),
+            (None, None) => "exited".to_owned(),
+        };
+        if self.oom {
+            s.push_str(" (out of memory)");
+        } else if self.killed {
+            s.push_str(" (KILL)");
+        }
+        s
+    }
+}
+
+/// A lifecycle event for the event bus (the events issue exposes it to agents).
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // the fields are read by the event bus of the events issue
+pub enum LifecycleEvent {
+    /// An agent started.
+    Spawned {
+        /// Its id.
+        id: u32,
+        /// Its name.
+        name: String,
+        /// Its host pid.
+        pid: i32,
+    },
+    /// An agent's process ended (every exit, natural or not).
+    Exited {
+        /// Its id.
+        id: u32,
+        /// Its name.
+        name: String,
+        /// Why.
+        reason: ExitReason,
+    },
+    /// An agent was frozen.
+    Paused {
+        /// Its id.
+        id: u32,
+    },
+    /// An agent was thawed.
+    Resumed {
+        /// Its id.
+        id: u32,
+    },
+}
+
+/// One live agent.
+#[derive(Debug)]
+pub struct Agent {
+    /// Its id.
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// The uid it runs as (the kernel's own for unsandboxed agents).
+    pub uid: u32,
+    /// The operator uid it belongs to (its spawner's, or its parent agent's owner).
+    pub owner_uid: u32,
+    /// The host pid of its top process (init when sandboxed).
+    pub pid: i32,
+    /// The agent that spawned it, if any.
+    pub parent: Option<u32>,
+    /// The request it was started with.
+    pub spec: SpawnRequest,
+    /// What isolation is in force (for LIST's rich form).
+    #[allow(dead_code)]
+    pub isolation: Isolation,
+    /// When its process started.
+    pub started: Instant,
+    /// Its cgroups, when cgroups are available.
+    pub cgroup: Option<AgentCgroup>,
+    /// A pidfd of its top process.
+    pub pidfd: Arc<OwnedFd>,
+    /// Its directory under the state dir.
+    pub dir: PathBuf,
+    /// The size-capped tmpfs on its work dir, when `limits.disk` made one.
+    pub work_mount: Option<PathBuf>,
+    /// Held while the agent should live: dropping it makes a sandbox's init kill everything.
+    pub lifeline: Mutex<Option<OwnedFd>>,
+    /// Stops the accept loop of its socket.
+    pub socket_stop: CancellationToken,
+    /// Its state (RUNNING, PAUSED, STOPPING).
+    state: Mutex<AgentState>,
+    /// Set once, when it has exited.
+    exit: watch::Sender<Option<ExitReason>>,
+    /// KILL is in progress.
+    killing: std::sync::atomic::AtomicBool,
+}
+
+impl Agent {
+    /// Its state now.
+    pub fn state(&self) -> AgentState {
+        *lock(&self.state)
+    }
+
+    fn set_state(&self, s: AgentState) {
+        *lock(&self.state) = s;
+    }
+
+    /// Waits until it has exited and returns why.
+    pub async fn exited(&self) -> ExitReason {
+        let mut rx = self.exit.subscribe();
+        loop {
+            if let Some(r) = rx.borrow_and_update().clone() {
+                return r;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives in `self`; it cannot be dropped while we hold `self`.
+                return ExitReason {
+                    code: None,
+                    signal: None,
+                    oom: false,
+                    killed: false,
+                };
+            }
+        }
+    }
+
+    /// A LIST row.
+    pub fn entry(&self) -> AgentEntry {
+        let state = self.state();
+        AgentEntry {
+            id: self.id,
+            name: self.name.clone(),
+            pid: self.pid,
+            state,
+            running: matches!(state, AgentState::Running | AgentState::Paused),
+            restarts: Some(0),
+            uptime_ms: Some(self.started.elapsed().as_millis() as u64),
+            group: self.spec.group.clone(),
+        }
+    }
+}
+
+/// An exited agent, as remembered.
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // name and pid are for LIST's rich form
+pub struct Exited {
+    /// Its id.
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// Its last pid.
+    pub pid: i32,
+    /// Why it ended.
+    pub reason: ExitReason,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    live: HashMap<u32, Arc<Agent>>,
+    names: HashMap<String, u32>,
+    exited: VecDeque<Exited>,
+}
+
+/// Everything agents need from the host, set up once at start.
+#[derive(Debug)]
+pub struct Host {
+    /// The resolved default interpreter, or why it could not be resolved.
+    pub python: Result<Interpreter, String>,
+    /// Clones agents.
+    pub launcher: Launcher,
+    /// The cgroup subtree, when cgroups can be used.
+    pub cgroups: Option<Cgroups>,
+    /// Why cgroups cannot be used, when they cannot.
+    pub cgroups_missing: Option<String>,
+    /// The agent uid block.
+    pub uids: UidBlock,
+    /// `<state dir>/agents`.
+    pub dir: PathBuf,
+    /// Running as root (namespaces, uid switch, cgroups possible).
+    pub root: bool,
+}
+
+/// The agents of one kernel.
+#[derive(Debug)]
+pub struct Agents {
+    table: Mutex<Table>,
+    /// The host side.
+    pub host: Host,
+    /// Lifecycle events.
+    pub events: broadcast::Sender<LifecycleEvent>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; keep serving.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Agents {
+    /// The agents of a kernel whose host side is `host`.
+    pub fn new(host: Host) -> Agents {
+        Agents {
+            table: Mutex::new(Table::default()),
+            host,
+            events: broadcast::channel(1024).0,
+        }
+    }
+
+    /// A live agent by id or name.
+    pub fn find(&self, r: AgentRef<'_>) -> Result<Arc<Agent>, WireError> {
+        let t = lock(&self.table);
+        let id = match r {
+            AgentRef::Id(id) => id,
+            AgentRef::Name(name) => match t.names.get(name) {
+                Some(id) => *id,
+                None => {
+                    return Err(WireError::new(
+                        ErrorCode::NotFound,
+                        format!("no live agent named {name:?}"),
+                    ))
+                }
+            },
+        };
+        match t.live.get(&id) {
+            Some(a) => Ok(Arc::clone(a)),
+            None if t.exited.iter().any(|e| e.id == id) => Err(WireError::new(
+                ErrorCode::NotFound,
+                format!("agent {id} has exited"),
+            )),
+            None => Err(WireError::new(
+                ErrorCode::NotFound,
+                format!("no agent with id {id}"),
+            )),
+        }
+    }
+
+    /// A live agent by id.
+    pub fn get(&self, id: u32) -> Option<Arc<Agent>> {
+        lock(&self.table).live.get(&id).cloned()
+    }
+
+    /// An exited agent by id.
+    pub fn exited(&self, id: u32) -> Option<Exited> {
+        lock(&self.table)
+            .exited
+            .iter()
+            .rev()
+            .find(|e| e.id == id)
+            .cloned()
+    }
+
+    /// LIST: live agents by id.
+    pub fn list(&self) -> Vec<AgentEntry> {
+        let t = lock(&self.table);
+        let mut rows: Vec<AgentEntry> = t.live.values().map(|a| a.entry()).collect();
+        rows.sort_by_key(|r| r.id);
+        rows
+    }
+
+    /// Live agents.
+    pub fn live(&self) -> Vec<Arc<Agent>> {
+        lock(&self.table).live.values().cloned().collect()
+    }
+
+    /// Reserves `name` for agent `id`; fails when a live agent has it.
+    fn reserve(&self, name: &str, id: u32) -> Result<(), WireError> {
+        let mut t = lock(&self.table);
+        if let Some(other) = t.names.get(name) {
+            return Err(WireError::new(
+                ErrorCode::AlreadyExists,
+                format!("an agent named {name:?} is running (id {other})"),
+            ));
+        }
+        t.names.insert(name.to_owned(), id);
+        Ok(())
+    }
+
+    /// Frees a reservation whose spawn failed.
+    fn release(&self, name: &str, id: u32) {
+        let mut t = lock(&self.table);
+        if t.names.get(name) == Some(&id) {
+            t.names.remove(name);
+        }
+    }
+
+    fn insert(&self, agent: Arc<Agent>) {
+        lock(&self.table).live.insert(agent.id, agent);
+    }
+
+    /// Moves an agent from live to exited and frees its name.
+    fn retire(&self, agent: &Agent, reason: ExitReason) {
+        let mut t = lock(&self.table);
+        t.live.remove(&agent.id);
+        if t.names.get(&agent.name) == Some(&agent.id) {
+            t.names.remove(&agent.name);
+        }
+        if t.exited.len() >= EXITED_KEPT {
+            t.exited.pop_front();
+        }
+        t.exited.push_back(Exited {
+            id: agent.id,
+            name: agent.name.clone(),
+            pid: agent.pid,
+            reason,
+        });
+    }
+
+    /// Whether `uid` is in use by a live agent.
+    fn uid_in_use(&self, uid: u32) -> bool {
+        lock(&self.table).live.values().any(|a| a.uid == uid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_reasons_read_well() {
+        let r = ExitReason {
+            code: Some(3),
+            signal: None,
+            oom: false,
+            killed: false,
+        };
+        assert_eq!(r.describe(), "exited with code 3");
+        assert!(!r.clean());
+        let r = ExitReason {
+            code: None,
+            signal: Some(9),
+            oom: true,
+            killed: false,
+        };
+        assert_eq!(r.describe(), "killed by signal 9 (out of memory)");
+    }
+}

@@ -25,8 +25,9 @@ use std::path::{Path, PathBuf};
 
 use crate::sandbox::interpreter::{outermost, Interpreter};
 
-/// The agent's work dir inside the sandbox: its cwd and `HOME`.
-pub const WORK_DIR: &str = "/work";
+/// The agent's work dir inside the sandbox: its cwd and `HOME`. A path no host is likely to
+/// have, so the binds of a project (which keep their host paths) never collide with it.
+pub const WORK_DIR: &str = "/clove/work";
 
 /// The path the original's scripts hard-code.
 pub const COMPAT_SOCKET: &str = "/tmp/clove.sock";
@@ -497,7 +498,7 @@ mod tests {
         let passwd = &p.files[0];
         assert!(passwd
             .contents
-            .contains("agent:x:1073741831:1073741831:clove agent Worker 1:/work:"));
+            .contains("agent:x:1073741831:1073741831:clove agent Worker 1:/clove/work:"));
         assert_eq!(p.files[2].contents, "worker-1\n");
     }
 

@@ -41,6 +41,7 @@ impl UidBlock {
     }
 
     /// Whether `uid` belongs to this block.
+    #[cfg(test)]
     pub fn contains(&self, uid: u32) -> bool {
         (self.first..self.first + BLOCK).contains(&uid)
     }

@@ -9,9 +9,6 @@
 //! * [`init`], [`mounts`], [`net`]: PID 1 inside the sandbox: builds the root file system,
 //!   brings loopback up, forks the agent, forwards signals, reaps, exits with its status.
 
-// The pieces land before the agent manager that drives them.
-#![allow(dead_code)]
-
 pub mod cgroup;
 pub mod init;
 pub mod interpreter;

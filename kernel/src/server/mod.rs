@@ -10,7 +10,7 @@ mod conn;
 pub mod socket;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::net::UnixListener;
@@ -24,37 +24,78 @@ use socket::BoundSocket;
 /// The longest a shutdown waits for connections to finish.
 pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 
+/// Who a listener's connections are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// The main and compat sockets: each connection gets a fresh id and is known by its
+    /// peer credentials.
+    Peer,
+    /// An agent's own socket: every connection there is that agent, whichever process of
+    /// its tree connects, and carries its id.
+    Agent(u32),
+}
+
+/// What every accept loop shares: the connection slots, the connection tasks and the
+/// shutdown signal. Listeners opened later (an agent's socket) join through it.
+#[derive(Debug, Clone)]
+pub struct Listeners {
+    kernel: Weak<Kernel>,
+    slots: Arc<Semaphore>,
+    full_warned: Arc<AtomicBool>,
+    conns: TaskTracker,
+    accepts: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Listeners {
+    /// Serves `listener` until `stop` or the kernel's shutdown.
+    pub fn listen(&self, listener: UnixListener, identity: Identity, stop: CancellationToken) {
+        let Some(kernel) = self.kernel.upgrade() else {
+            return;
+        };
+        self.accepts.spawn(accept_loop(
+            listener,
+            identity,
+            kernel,
+            Arc::clone(&self.slots),
+            Arc::clone(&self.full_warned),
+            self.conns.clone(),
+            self.shutdown.clone(),
+            stop,
+        ));
+    }
+}
+
 /// Serves `sockets` until `shutdown` is cancelled, then drains and returns.
 pub async fn serve(
     kernel: Arc<Kernel>,
     sockets: Vec<BoundSocket>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let slots = Arc::new(Semaphore::new(kernel.config.max_connections));
-    let full_warned = Arc::new(AtomicBool::new(false));
-    let conns = TaskTracker::new();
-    let accepts = TaskTracker::new();
+    let listeners = Listeners {
+        kernel: Arc::downgrade(&kernel),
+        slots: Arc::new(Semaphore::new(kernel.config.max_connections)),
+        full_warned: Arc::new(AtomicBool::new(false)),
+        conns: TaskTracker::new(),
+        accepts: TaskTracker::new(),
+        shutdown: shutdown.clone(),
+    };
+    let _ = kernel.listeners.set(listeners.clone());
     let mut paths = Vec::new();
     for bound in sockets {
         let listener = UnixListener::from_std(bound.listener.try_clone()?)?;
-        accepts.spawn(accept_loop(
-            listener,
-            Arc::clone(&kernel),
-            Arc::clone(&slots),
-            Arc::clone(&full_warned),
-            conns.clone(),
-            shutdown.clone(),
-        ));
+        listeners.listen(listener, Identity::Peer, CancellationToken::new());
         paths.push(bound);
     }
-    accepts.close();
 
     shutdown.cancelled().await;
-    accepts.wait().await;
+    listeners.accepts.close();
+    listeners.accepts.wait().await;
     for bound in &paths {
         bound.remove();
     }
     drop(paths);
+    let conns = listeners.conns;
     conns.close();
     let open = conns.len();
     if open > 0 {
@@ -73,13 +114,16 @@ pub async fn serve(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // one call site, each argument a different shared piece
 async fn accept_loop(
     listener: UnixListener,
+    identity: Identity,
     kernel: Arc<Kernel>,
     slots: Arc<Semaphore>,
     full_warned: Arc<AtomicBool>,
     conns: TaskTracker,
     shutdown: CancellationToken,
+    stop: CancellationToken,
 ) {
     loop {
         // Take a slot before accepting: beyond the limit, clients wait in the listen backlog
@@ -99,6 +143,7 @@ async fn accept_loop(
                         Err(_) => return,
                     },
                     () = shutdown.cancelled() => return,
+                    () = stop.cancelled() => return,
                 }
             }
         };
@@ -113,6 +158,7 @@ async fn accept_loop(
                 }
             },
             () = shutdown.cancelled() => return,
+            () = stop.cancelled() => return,
         };
         if slots.available_permits() > 0 {
             full_warned.store(false, Ordering::Relaxed);
@@ -125,7 +171,11 @@ async fn accept_loop(
             }
         };
         let caller = Caller {
-            id: kernel.ids.allocate(),
+            id: match identity {
+                Identity::Peer => kernel.ids.allocate(),
+                Identity::Agent(id) => id,
+            },
+            agent: matches!(identity, Identity::Agent(_)),
             uid: cred.uid(),
             gid: cred.gid(),
             pid: cred.pid(),

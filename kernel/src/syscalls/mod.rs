@@ -7,6 +7,7 @@
 //! Handlers are thin: decode, call the subsystem, shape the reply. Errors become wire errors in
 //! one place ([`reply`]).
 
+mod lifecycle;
 mod session;
 
 use clove_abi::codec::{self, Codec};
@@ -45,6 +46,16 @@ impl Response {
     }
 }
 
+/// Like [`typed`] for async handlers.
+macro_rules! typed_async {
+    ($req:expr, $f:expr) => {
+        match decode(&$req) {
+            Ok(r) => reply_owned(&$req, $f(r).await),
+            Err(e) => error($req.codec, $req.opcode, &e),
+        }
+    };
+}
+
 /// Answers one request.
 pub async fn handle(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
     let Some(op) = Opcode::from_u8(req.opcode) else {
@@ -63,6 +74,12 @@ pub async fn handle(kernel: &Kernel, caller: &Caller, req: Request) -> Response 
             close: true,
         },
         Opcode::Hello => typed(&req, |r| session::hello(kernel, caller, r)),
+        Opcode::List => typed(&req, |r| lifecycle::list(kernel, caller, r)),
+        Opcode::Spawn => typed_async!(req, |r| lifecycle::spawn(kernel, caller, r)),
+        Opcode::Kill => typed_async!(req, |r| lifecycle::kill(kernel, caller, r)),
+        Opcode::Pause => typed_async!(req, |r| lifecycle::pause(kernel, caller, r)),
+        Opcode::Resume => typed_async!(req, |r| lifecycle::resume(kernel, caller, r)),
+        Opcode::Wait => typed_async!(req, |r| lifecycle::wait(kernel, caller, r)),
         op if op.is_world_or_tunnel() => {
             error(req.codec, req.opcode, &WireError::not_supported(op))
         }
@@ -75,9 +92,17 @@ pub async fn handle(kernel: &Kernel, caller: &Caller, req: Request) -> Response 
 
 /// Decodes `req` as `R`, runs `f`, encodes its reply or error.
 fn typed<R: Syscall>(req: &Request, f: impl FnOnce(R) -> Result<R::Reply, WireError>) -> Response {
-    let result = codec::decode_request::<R>(req.codec, &req.payload)
-        .map_err(WireError::from)
-        .and_then(f);
+    let result = decode::<R>(req).and_then(f);
+    reply(req.codec, req.opcode, result.as_ref())
+}
+
+/// Decodes the request payload as `R`.
+fn decode<R: Syscall>(req: &Request) -> Result<R, WireError> {
+    codec::decode_request::<R>(req.codec, &req.payload).map_err(WireError::from)
+}
+
+/// Encodes an async handler's result.
+fn reply_owned<T: Serialize>(req: &Request, result: Result<T, WireError>) -> Response {
     reply(req.codec, req.opcode, result.as_ref())
 }
 
@@ -120,4 +145,14 @@ macro_rules! validators {
 clove_abi::for_each_syscall!(validators);
 
 /// Names of the opcodes this kernel implements, for HELLO.
-pub const IMPLEMENTED: &[Opcode] = &[Opcode::Noop, Opcode::Hello, Opcode::Exit];
+pub const IMPLEMENTED: &[Opcode] = &[
+    Opcode::Noop,
+    Opcode::Spawn,
+    Opcode::Kill,
+    Opcode::List,
+    Opcode::Pause,
+    Opcode::Resume,
+    Opcode::Wait,
+    Opcode::Hello,
+    Opcode::Exit,
+];

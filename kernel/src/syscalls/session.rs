@@ -7,7 +7,7 @@ use crate::kernel::{Caller, Kernel};
 
 /// HELLO: protocol version, our version, and the features really implemented.
 pub fn hello(
-    _kernel: &Kernel,
+    kernel: &Kernel,
     _caller: &Caller,
     _req: HelloRequest,
 ) -> Result<HelloReply, WireError> {
@@ -24,6 +24,8 @@ pub fn hello(
                 .iter()
                 .map(|op| op.name().to_owned())
                 .collect(),
+            agents: true,
+            sandbox: kernel.agents.host.root,
             ..Features::default()
         },
     })

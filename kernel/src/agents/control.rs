@@ -1,0 +1,160 @@
+//! KILL, PAUSE, RESUME: acting on a live agent.
+//!
+//! * KILL: thaw (on cgroup v1 a frozen task ignores even SIGKILL), SIGTERM to the agent's top
+//!   process (init forwards it to the agent), wait up to the grace period, then SIGKILL to
+//!   init (which takes the whole pid namespace down) and to whatever is left in the cgroup.
+//!   The reply is sent once the agent has exited, so a script that KILLs and then SPAWNs
+//!   the same name never races.
+//! * PAUSE/RESUME freeze and thaw the agent's whole cgroup (every process of the agent).
+//!
+//! Who may act on an agent: root operators on every agent; other operators on the agents
+//! they own; an agent on itself and on its descendants.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clove_abi::msg::AgentState;
+use clove_abi::{ErrorCode, WireError};
+use nix::sys::signal::Signal;
+
+use super::{Agent, Agents, ExitReason, LifecycleEvent};
+use crate::kernel::Caller;
+use crate::sandbox::launch;
+
+/// How long KILL waits after SIGKILL before it reports a failure.
+const AFTER_SIGKILL: Duration = Duration::from_secs(10);
+
+/// Fails unless `caller` may act on `agent`.
+pub fn authorize(
+    agents: &Agents,
+    caller: &Caller,
+    agent: &Agent,
+    verb: &str,
+) -> Result<(), WireError> {
+    let allowed = if caller.agent {
+        // Itself or a descendant.
+        let mut cur = Some(agent.id);
+        let mut hops = 0;
+        let mut found = false;
+        while let Some(id) = cur {
+            if id == caller.id {
+                found = true;
+                break;
+            }
+            hops += 1;
+            if hops > 64 {
+                break;
+            }
+            cur = agents.get(id).and_then(|a| a.parent);
+        }
+        found
+    } else {
+        caller.uid == 0 || caller.uid == agent.owner_uid
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(WireError::new(
+            ErrorCode::PermissionDenied,
+            format!("{verb} agent {} ({}): not yours", agent.id, agent.name),
+        ))
+    }
+}
+
+/// Stops `agent` and waits until it has exited.
+pub async fn kill(agent: &Arc<Agent>, grace: Duration) -> Result<ExitReason, WireError> {
+    agent.killing.store(true, Ordering::SeqCst);
+    agent.set_state(AgentState::Stopping);
+    thaw_for_kill(agent).await;
+    if let Err(e) = launch::signal(&agent.pidfd, Signal::SIGTERM) {
+        // ESRCH: it is exiting already.
+        tracing::debug!(agent = agent.id, "SIGTERM: {e}");
+    }
+    if let Ok(reason) = tokio::time::timeout(grace, agent.exited()).await {
+        return Ok(reason);
+    }
+    tracing::info!(
+        agent = agent.id,
+        "no exit within {grace:?} of SIGTERM; SIGKILL"
+    );
+    let _ = launch::signal(&agent.pidfd, Signal::SIGKILL);
+    if let Some(cg) = agent.cgroup.clone() {
+        let _ = tokio::task::spawn_blocking(move || cg.kill_all(Signal::SIGKILL)).await;
+    }
+    tokio::time::timeout(AFTER_SIGKILL, agent.exited())
+        .await
+        .map_err(|_| {
+            WireError::new(
+                ErrorCode::Internal,
+                format!(
+                    "kill agent {} ({}): still not gone {AFTER_SIGKILL:?} after SIGKILL",
+                    agent.id, agent.name
+                ),
+            )
+        })
+}
+
+/// A frozen agent cannot act on SIGTERM, and on cgroup v1 not even on SIGKILL: thaw first.
+async fn thaw_for_kill(agent: &Arc<Agent>) {
+    if let Some(cg) = agent.cgroup.clone() {
+        let id = agent.id;
+        let _ = tokio::task::spawn_blocking(move || {
+            if cg.is_frozen().unwrap_or(false) {
+                if let Err(e) = cg.thaw() {
+                    tracing::warn!(agent = id, "thaw before kill: {e}");
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Freezes (`pause`) or thaws the agent's cgroup.
+pub async fn set_paused(agents: &Agents, agent: &Arc<Agent>, pause: bool) -> Result<(), WireError> {
+    let verb = if pause { "pause" } else { "resume" };
+    let Some(cg) = agent.cgroup.clone() else {
+        return Err(WireError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "{verb} agent {}: needs the freezer cgroup controller, and this agent has no cgroup{}",
+                agent.id,
+                agents
+                    .host
+                    .cgroups_missing
+                    .as_deref()
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default()
+            ),
+        ));
+    };
+    match agent.state() {
+        AgentState::Stopping | AgentState::Stopped | AgentState::Failed => {
+            return Err(WireError::new(
+                ErrorCode::NotFound,
+                format!("{verb} agent {}: it is stopping", agent.id),
+            ))
+        }
+        _ => {}
+    }
+    tokio::task::spawn_blocking(move || if pause { cg.freeze() } else { cg.thaw() })
+        .await
+        .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| {
+            WireError::new(
+                ErrorCode::Unavailable,
+                format!("{verb} agent {}: {e}", agent.id),
+            )
+        })?;
+    agent.set_state(if pause {
+        AgentState::Paused
+    } else {
+        AgentState::Running
+    });
+    let _ = agents.events.send(if pause {
+        LifecycleEvent::Paused { id: agent.id }
+    } else {
+        LifecycleEvent::Resumed { id: agent.id }
+    });
+    Ok(())
+}

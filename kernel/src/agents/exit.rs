@@ -1,0 +1,131 @@
+//! Exit watching: one task per agent waits on its pidfd (no polling), reaps it, labels the
+//! exit (an OOM kill is read from the memory controller's own counter, never guessed from
+//! exit code 137), cleans up what the agent held, and moves it to the exited table.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use super::{Agent, Agents, ExitReason, LifecycleEvent};
+use crate::sandbox::launch;
+
+/// Watches `agent` until it exits. `report` is the init's report pipe (sandboxed agents).
+pub fn watch(agents: Arc<Agents>, agent: Arc<Agent>, report: Option<OwnedFd>) {
+    tokio::spawn(async move {
+        let exit = wait(&agent, report.as_ref()).await;
+        let killed = agent.killing.load(std::sync::atomic::Ordering::SeqCst);
+        let oom = match &agent.cgroup {
+            Some(cg) => cg.oom_kills().map(|n| n > 0).unwrap_or(false),
+            None => false,
+        };
+        let reason = ExitReason {
+            code: exit.code,
+            signal: exit.signal,
+            oom,
+            killed,
+        };
+        cleanup(&agent).await;
+        tracing::info!(agent = agent.id, name = %agent.name, "agent {}", reason.describe());
+        agent.set_state(if reason.clean() || killed {
+            clove_abi::msg::AgentState::Stopped
+        } else {
+            clove_abi::msg::AgentState::Failed
+        });
+        agents.retire(&agent, reason.clone());
+        let _ = agent.exit.send(Some(reason.clone()));
+        let _ = agents.events.send(LifecycleEvent::Exited {
+            id: agent.id,
+            name: agent.name.clone(),
+            reason,
+        });
+    });
+}
+
+/// Waits for the pidfd to become readable, then reaps.
+async fn wait(agent: &Agent, report: Option<&OwnedFd>) -> launch::AgentExit {
+    let fd = match agent.pidfd.try_clone() {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::error!(agent = agent.id, "dup pidfd: {e}; polling instead");
+            return poll_reap(agent, report).await;
+        }
+    };
+    // SAFETY: `fd` is an open pidfd that the AsyncFd owns until it is dropped; nothing
+    // else closes or replaces it.
+    let afd = match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(agent = agent.id, "watch pidfd: {e}; polling instead");
+            return poll_reap(agent, report).await;
+        }
+    };
+    loop {
+        let mut guard = match afd.readable().await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(agent = agent.id, "watch pidfd: {e}; polling instead");
+                return poll_reap(agent, report).await;
+            }
+        };
+        match launch::reap(&agent.pidfd, report) {
+            Ok(exit) => return exit,
+            Err(launch::LaunchError::StillRunning) => guard.clear_ready(),
+            Err(e) => {
+                tracing::error!(agent = agent.id, "reap: {e}");
+                return launch::AgentExit {
+                    code: None,
+                    signal: None,
+                };
+            }
+        }
+    }
+}
+
+/// The fallback when the pidfd cannot be registered: reap every 50 ms.
+async fn poll_reap(agent: &Agent, report: Option<&OwnedFd>) -> launch::AgentExit {
+    loop {
+        match launch::reap(&agent.pidfd, report) {
+            Ok(exit) => return exit,
+            Err(launch::LaunchError::StillRunning) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            Err(e) => {
+                tracing::error!(agent = agent.id, "reap: {e}");
+                return launch::AgentExit {
+                    code: None,
+                    signal: None,
+                };
+            }
+        }
+    }
+}
+
+/// Releases what the agent held: whatever is left in its cgroup (daemonized children), the
+/// cgroup itself, its socket, its sandbox root and its work dir's tmpfs.
+async fn cleanup(agent: &Arc<Agent>) {
+    agent.socket_stop.cancel();
+    // The lifeline keeps a sandbox's init alive; it has exited, so let go of it.
+    drop(super::lock(&agent.lifeline).take());
+    let a = Arc::clone(agent);
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(cg) = &a.cgroup {
+            if let Err(e) = cg.kill_all(nix::sys::signal::Signal::SIGKILL) {
+                tracing::warn!(agent = a.id, "kill what is left of the agent: {e}");
+            }
+            if let Err(e) = cg.remove() {
+                tracing::warn!(agent = a.id, "remove the agent's cgroup: {e}");
+            }
+        }
+        let _ = std::fs::remove_file(a.dir.join("clove.sock"));
+        let _ = std::fs::remove_dir(a.dir.join("root"));
+        if let Some(work) = &a.work_mount {
+            // The work dir's tmpfs lives in memory; its contents go with the agent.
+            if let Err(e) = nix::mount::umount2(work, nix::mount::MntFlags::MNT_DETACH) {
+                tracing::warn!(agent = a.id, "unmount {}: {e}", work.display());
+            }
+        }
+    })
+    .await;
+}

@@ -1,0 +1,678 @@
+//! SPAWN: validate the request, prepare the agent's directory, socket and cgroup, start it
+//! through the launcher, and register it.
+//!
+//! The order matters. The name is reserved first (two concurrent SPAWNs of one name: one
+//! wins). The cgroup exists before the process does, and the process is placed in it before it
+//! runs anything (the launcher holds it until `release`), so no agent code ever runs outside
+//! its limits. Every failure undoes what was done, so a failed SPAWN leaves nothing behind.
+
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clove_abi::msg::{
+    AgentState, CgroupStatus, CgroupVersion, Isolation, Limits, Namespaces, SpawnReply,
+    SpawnRequest, SpawnStatus,
+};
+use clove_abi::{ErrorCode, WireError};
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+
+use super::plan::{self, Plan, PlanInput, Program};
+use super::{exit, Agent, Agents, LifecycleEvent};
+use crate::kernel::{Caller, Kernel};
+use crate::sandbox::cgroup::{AgentCgroup, CgroupLimits};
+use crate::sandbox::interpreter::Interpreter;
+use crate::sandbox::launch::{LaunchSpec, ProcessSpec};
+use crate::sandbox::mounts::{BindMount, NewFile, RootPlan};
+use crate::sandbox::privileges::{LandlockStatus, Lockdown, Rlimits};
+use crate::server::Identity;
+
+/// Bytes of the private /tmp and /dev/shm of a sandbox.
+const TMP_SIZE: u64 = 64 << 20;
+/// RLIMIT_NOFILE of an agent.
+const AGENT_NOFILE: u64 = 1024;
+/// Longest agent name.
+const NAME_MAX: usize = 128;
+
+fn invalid(why: impl std::fmt::Display) -> WireError {
+    WireError::invalid_request(why)
+}
+
+fn internal(why: impl std::fmt::Display) -> WireError {
+    WireError::new(ErrorCode::Internal, why.to_string())
+}
+
+/// Starts an agent for `caller`.
+pub async fn spawn(
+    kernel: &Kernel,
+    caller: &Caller,
+    req: SpawnRequest,
+) -> Result<SpawnReply, WireError> {
+    let agents = &kernel.agents;
+    validate_name(&req.name)?;
+    let script = resolve_script(&req.script, caller)?;
+    let limits = req.limits();
+    validate_limits(&limits)?;
+    let binds = validate_binds(&req)?;
+    let program = resolve_program(agents, &req).await?;
+    let parent = if caller.agent {
+        Some(agents.get(caller.id).ok_or_else(|| {
+            WireError::new(
+                ErrorCode::NotFound,
+                format!("spawning agent {} has exited", caller.id),
+            )
+        })?)
+    } else {
+        None
+    };
+
+    let id = kernel.ids.allocate();
+    agents.reserve(&req.name, id)?;
+    let name = req.name.clone();
+    let mut undo = Undo::new(agents, &name, id);
+
+    // Identity: sandboxed agents get their own uid, others keep the kernel's.
+    let sandboxed = req.sandboxed && agents.host.root;
+    let (uid, gid) = if sandboxed {
+        let mut uid = agents.host.uids.uid(id);
+        while agents.uid_in_use(uid) {
+            uid = agents.host.uids.uid(uid.wrapping_add(1));
+        }
+        (uid, uid)
+    } else {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    };
+
+    // The agent's directory: work dir, empty root for the sandbox, socket, log.
+    let dir = agents.host.dir.join(id.to_string());
+    undo.dir = Some(dir.clone());
+    let work = dir.join("work");
+    let new_root = dir.join("root");
+    let socket_path = dir.join("clove.sock");
+    let script_copy = dir
+        .join("script")
+        .join(script.file_name().unwrap_or_default());
+    make_dir(&dir, 0o711)?;
+    make_dir(&work, 0o700)?;
+    make_dir(&new_root, 0o700)?;
+    chown(&work, uid, gid)?;
+    if let (Some(disk), true) = (limits.disk, agents.host.root) {
+        mount_work_tmpfs(&work, disk.bytes(), uid, gid)?;
+        undo.work_mount = Some(work.clone());
+    }
+    let listener = bind_agent_socket(&socket_path, uid, gid)?;
+    let log = open_log(&dir.join("output.log"))?;
+
+    let pythonpath = std::env::var("PYTHONPATH").ok();
+    let plan = plan::plan(&PlanInput {
+        id,
+        name: &req.name,
+        script: &script,
+        sandboxed,
+        program: program.as_ref().map(ResolvedProgram::as_program),
+        args: &req.args,
+        env: &req.env,
+        binds: &binds,
+        kernel_socket: &kernel.config.socket,
+        agent_socket: &socket_path,
+        work_dir: &work,
+        script_copy: &script_copy,
+        uid,
+        gid,
+        pythonpath: pythonpath.as_deref(),
+    });
+    if let Some(copy) = &plan.script_copy {
+        copy_script(&script, copy, uid, gid)?;
+    }
+
+    // The cgroup, nested under the spawning agent's.
+    let (cgroup, mut not_applied) = match &agents.host.cgroups {
+        Some(cgroups) => {
+            let parent_cg = parent.as_ref().and_then(|p| p.cgroup.as_ref());
+            let (cg, missing) = cgroups
+                .create(parent_cg, &format!("agent-{id}"), &cgroup_limits(&limits))
+                .map_err(|e| internal(format!("spawn {}: {e}", req.name)))?;
+            (Some(cg), missing.into_iter().map(String::from).collect())
+        }
+        None => (None, vec!["memory".into(), "cpu".into(), "pids".into()]),
+    };
+    undo.cgroup = cgroup.clone();
+    if limits.disk.is_some() && undo.work_mount.is_none() {
+        not_applied.push("disk".into());
+    }
+
+    let spec = launch_spec(&req, sandboxed, &plan, &new_root, uid, gid, log)?;
+    let launcher = agents.host.launcher.clone();
+    let pending = tokio::task::spawn_blocking(move || launcher.spawn(spec))
+        .await
+        .map_err(internal)?
+        .map_err(|e| internal(format!("spawn {}: {e}", req.name)))?;
+    if let Some(cg) = &cgroup {
+        if let Err(e) = cg.add_pid(pending.pid as u32) {
+            let _ = tokio::task::spawn_blocking(move || pending.abort()).await;
+            return Err(internal(format!("spawn {}: {e}", req.name)));
+        }
+    }
+    let started = tokio::task::spawn_blocking(move || pending.release())
+        .await
+        .map_err(internal)?
+        .map_err(|e| WireError::new(ErrorCode::Internal, format!("spawn {}: {e}", req.name)))?;
+
+    if sandboxed {
+        match started.applied.as_ref().map(|a| a.landlock) {
+            Some(LandlockStatus::Full) => {}
+            Some(LandlockStatus::Partial) => not_applied.push("landlock (partial)".into()),
+            _ => not_applied.push("landlock".into()),
+        }
+    } else {
+        not_applied.extend(
+            [
+                "pid namespace",
+                "mount namespace",
+                "uts namespace",
+                "uid",
+                "seccomp",
+                "landlock",
+            ]
+            .map(String::from),
+        );
+        if req.sandboxed {
+            // Asked for a sandbox the host cannot give.
+            not_applied.push("sandbox (kernel not running as root)".into());
+        }
+    }
+    let isolation = isolation(
+        &req,
+        sandboxed,
+        cgroup.as_ref(),
+        &limits,
+        &not_applied,
+        agents,
+    );
+    let pid = started.pid;
+    let socket_stop = CancellationToken::new();
+    let agent = Arc::new(Agent {
+        id,
+        name: req.name.clone(),
+        uid,
+        owner_uid: if caller.agent {
+            parent.as_ref().map(|p| p.owner_uid).unwrap_or(caller.uid)
+        } else {
+            caller.uid
+        },
+        pid,
+        parent: parent.as_ref().map(|p| p.id),
+        spec: req.clone(),
+        isolation: isolation.clone(),
+        started: Instant::now(),
+        cgroup,
+        pidfd: Arc::new(started.pidfd),
+        dir: dir.clone(),
+        work_mount: undo.work_mount.take(),
+        lifeline: std::sync::Mutex::new(started.lifeline),
+        socket_stop: socket_stop.clone(),
+        state: std::sync::Mutex::new(AgentState::Running),
+        exit: tokio::sync::watch::channel(None).0,
+        killing: std::sync::atomic::AtomicBool::new(false),
+    });
+    undo.disarm();
+    agents.insert(Arc::clone(&agent));
+    if let Some(listeners) = kernel.listeners.get() {
+        listeners.listen(listener, Identity::Agent(id), socket_stop);
+    }
+    exit::watch(
+        Arc::clone(&kernel.agents),
+        Arc::clone(&agent),
+        started.report,
+    );
+    let _ = agents.events.send(LifecycleEvent::Spawned {
+        id,
+        name: req.name.clone(),
+        pid,
+    });
+    tracing::info!(
+        agent = id,
+        name = %req.name,
+        pid,
+        uid,
+        sandboxed,
+        not_applied = ?isolation.not_applied,
+        "agent started"
+    );
+    Ok(SpawnReply {
+        id,
+        name: req.name,
+        pid,
+        status: SpawnStatus::Running,
+        restart_policy: req.restart_policy,
+        isolation,
+    })
+}
+
+fn validate_name(name: &str) -> Result<(), WireError> {
+    if name.is_empty() {
+        return Err(invalid("name: must not be empty"));
+    }
+    if name.len() > NAME_MAX {
+        return Err(invalid(format!("name: longer than {NAME_MAX} bytes")));
+    }
+    if name.chars().any(|c| c.is_control() || c == '/') {
+        return Err(invalid(format!(
+            "name {name:?}: control characters and '/' are not allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// The script as an absolute, existing file. A relative path is taken relative to the
+/// caller's working directory, as a shell user would expect.
+fn resolve_script(script: &str, caller: &Caller) -> Result<PathBuf, WireError> {
+    if script.is_empty() {
+        return Err(invalid("script: must not be empty"));
+    }
+    let path = Path::new(script);
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        let cwd = caller
+            .pid
+            .and_then(|pid| fs::read_link(format!("/proc/{pid}/cwd")).ok())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "script {script}: a relative path needs the caller's working directory, which the kernel cannot see; give an absolute path"
+                ))
+            })?;
+        cwd.join(path)
+    };
+    let path = path
+        .canonicalize()
+        .map_err(|e| invalid(format!("script {}: {e}", path.display())))?;
+    if !path.is_file() {
+        return Err(invalid(format!("script {}: not a file", path.display())));
+    }
+    Ok(path)
+}
+
+fn validate_limits(l: &Limits) -> Result<(), WireError> {
+    if l.memory.bytes() < 4 << 20 {
+        return Err(invalid(format!(
+            "limits.memory {}: at least 4 MiB",
+            l.memory.bytes()
+        )));
+    }
+    if l.max_pids == 0 {
+        return Err(invalid("limits.max_pids: at least 1"));
+    }
+    if let Some(cpu) = l.cpu {
+        if !(cpu.is_finite() && cpu > 0.0 && cpu <= 1024.0) {
+            return Err(invalid(format!(
+                "limits.cpu {cpu}: between 0 and 1024 CPUs"
+            )));
+        }
+    }
+    let (quota, period) = l.cpu_quota_period();
+    if !(1_000..=1_000_000).contains(&period) || quota < 1_000 {
+        return Err(invalid(format!(
+            "limits.cpu_quota/cpu_period {quota}/{period}: the period is 1000..1000000 µs and the quota at least 1000 µs"
+        )));
+    }
+    if let Some(disk) = l.disk {
+        if disk.bytes() < 1 << 20 {
+            return Err(invalid("limits.disk: at least 1 MiB"));
+        }
+    }
+    Ok(())
+}
+
+/// The request's binds as (source, target, writable), checked.
+fn validate_binds(req: &SpawnRequest) -> Result<Vec<(PathBuf, PathBuf, bool)>, WireError> {
+    let mut out = Vec::new();
+    for (i, b) in req.binds.iter().enumerate() {
+        let source = Path::new(&b.source);
+        let target = Path::new(b.target());
+        if !source.is_absolute() || !target.is_absolute() {
+            return Err(invalid(format!(
+                "binds[{i}]: source and target must be absolute paths"
+            )));
+        }
+        if !source.exists() {
+            return Err(invalid(format!(
+                "binds[{i}].source {}: no such file or directory",
+                source.display()
+            )));
+        }
+        if target == Path::new("/")
+            || ["/proc", "/dev", "/sys"]
+                .iter()
+                .any(|p| target.starts_with(p))
+            || target.components().any(|c| c.as_os_str() == "..")
+        {
+            return Err(invalid(format!(
+                "binds[{i}].target {}: not allowed",
+                target.display()
+            )));
+        }
+        out.push((source.to_path_buf(), target.to_path_buf(), b.writable));
+    }
+    Ok(out)
+}
+
+/// The program that runs the script, resolved on the host.
+enum ResolvedProgram {
+    Python(Interpreter),
+    Other(PathBuf),
+}
+
+impl ResolvedProgram {
+    fn as_program(&self) -> Program<'_> {
+        match self {
+            ResolvedProgram::Python(i) => Program::Python(i),
+            ResolvedProgram::Other(p) => Program::Other(p),
+        }
+    }
+}
+
+async fn resolve_program(
+    agents: &Agents,
+    req: &SpawnRequest,
+) -> Result<Option<ResolvedProgram>, WireError> {
+    let Some(name) = req.interpreter() else {
+        return Ok(None);
+    };
+    if let Ok(default) = &agents.host.python {
+        if name == clove_abi::msg::DEFAULT_PYTHON || name == default.configured {
+            return Ok(Some(ResolvedProgram::Python(default.clone())));
+        }
+    }
+    let base = Path::new(name)
+        .file_name()
+        .map(|b| b.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if base.starts_with("python") {
+        let owned = name.to_owned();
+        let i = tokio::task::spawn_blocking(move || Interpreter::resolve(&owned))
+            .await
+            .map_err(internal)?
+            .map_err(|e| invalid(format!("interpreter: {e}")))?;
+        return Ok(Some(ResolvedProgram::Python(i)));
+    }
+    let path = which(name).ok_or_else(|| {
+        invalid(format!(
+            "interpreter {name}: not found (give a path or a program on PATH)"
+        ))
+    })?;
+    Ok(Some(ResolvedProgram::Other(path)))
+}
+
+/// `name` as an absolute path: itself when it has a slash, else found on the kernel's PATH.
+fn which(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return (p.is_absolute() && p.is_file()).then_some(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn make_dir(path: &Path, mode: u32) -> Result<(), WireError> {
+    fs::create_dir_all(path)
+        .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(mode)))
+        .map_err(|e| internal(format!("create {}: {e}", path.display())))
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), WireError> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .map_err(|e| internal(format!("chown {} to {uid}: {e}", path.display())))
+}
+
+/// A size-capped tmpfs on the host work dir (`limits.disk`), owned by the agent.
+fn mount_work_tmpfs(work: &Path, bytes: u64, uid: u32, gid: u32) -> Result<(), WireError> {
+    use nix::mount::{mount, MsFlags};
+    let opts = format!("size={bytes},mode=0700,uid={uid},gid={gid}");
+    mount(
+        Some("clove-work"),
+        work,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(opts.as_str()),
+    )
+    .map_err(|e| internal(format!("mount the work dir {}: {e}", work.display())))
+}
+
+/// The agent's own socket: only its uid may connect.
+fn bind_agent_socket(path: &Path, uid: u32, gid: u32) -> Result<UnixListener, WireError> {
+    let _ = fs::remove_file(path);
+    let listener = UnixListener::bind(path)
+        .map_err(|e| internal(format!("bind agent socket {}: {e}", path.display())))?;
+    chown(path, uid, gid)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .map_err(|e| internal(format!("chmod {}: {e}", path.display())))?;
+    Ok(listener)
+}
+
+fn open_log(path: &Path) -> Result<OwnedFd, WireError> {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+        .map_err(|e| internal(format!("open log {}: {e}", path.display())))?;
+    Ok(f.into())
+}
+
+fn copy_script(script: &Path, copy: &Path, uid: u32, gid: u32) -> Result<(), WireError> {
+    if let Some(dir) = copy.parent() {
+        make_dir(dir, 0o755)?;
+    }
+    fs::copy(script, copy).map_err(|e| {
+        internal(format!(
+            "copy {} to {}: {e}",
+            script.display(),
+            copy.display()
+        ))
+    })?;
+    chown(copy, uid, gid)?;
+    fs::set_permissions(copy, fs::Permissions::from_mode(0o500))
+        .map_err(|e| internal(format!("chmod {}: {e}", copy.display())))
+}
+
+fn cgroup_limits(l: &Limits) -> CgroupLimits {
+    let (quota, period) = l.cpu_quota_period();
+    CgroupLimits {
+        memory: Some(l.memory.bytes()),
+        cpu_quota_us: Some(quota),
+        cpu_period_us: period,
+        cpu_shares: Some(l.cpu_shares),
+        pids_max: Some(l.max_pids),
+    }
+}
+
+fn launch_spec(
+    req: &SpawnRequest,
+    sandboxed: bool,
+    plan: &Plan,
+    new_root: &Path,
+    uid: u32,
+    gid: u32,
+    log: OwnedFd,
+) -> Result<LaunchSpec, WireError> {
+    let stderr = log
+        .try_clone()
+        .map_err(|e| internal(format!("dup log fd: {e}")))?;
+    let root = sandboxed.then(|| RootPlan {
+        new_root: new_root.to_path_buf(),
+        binds: plan
+            .binds
+            .iter()
+            .map(|b| BindMount {
+                source: b.source.clone(),
+                target: b.target.clone(),
+                writable: b.writable,
+                optional: b.optional,
+            })
+            .collect(),
+        files: plan
+            .files
+            .iter()
+            .map(|f| NewFile {
+                target: f.target.clone(),
+                contents: f.contents.clone(),
+                mode: f.mode,
+            })
+            .collect(),
+        tmp_size: TMP_SIZE,
+    });
+    let lockdown = sandboxed.then(|| Lockdown {
+        uid,
+        gid,
+        rlimits: Rlimits {
+            nofile: AGENT_NOFILE,
+            core: 0,
+        },
+        landlock: Some(landlock_paths(plan)),
+        seccomp: true,
+    });
+    Ok(LaunchSpec {
+        process: ProcessSpec {
+            sandboxed,
+            network: req.network,
+            hostname: plan::hostname(&req.name),
+            argv: plan.argv.clone(),
+            env: plan.env.clone(),
+            cwd: plan.cwd.clone(),
+            root,
+            lockdown,
+        },
+        stdout: log,
+        stderr,
+    })
+}
+
+/// Landlock inside the sandbox: read everything that is bound read-only (and /proc, /dev),
+/// write the work dir, /tmp, /dev/shm and the sockets.
+fn landlock_paths(plan: &Plan) -> crate::sandbox::privileges::LandlockPaths {
+    let mut read: Vec<PathBuf> = vec!["/".into()];
+    read.dedup();
+    let mut write: Vec<PathBuf> = plan
+        .binds
+        .iter()
+        .filter(|b| b.writable)
+        .map(|b| b.target.clone())
+        .collect();
+    write.extend(
+        [
+            "/tmp",
+            "/dev/shm",
+            "/dev/null",
+            "/dev/zero",
+            "/dev/full",
+            "/dev/tty",
+        ]
+        .map(PathBuf::from),
+    );
+    read.sort();
+    crate::sandbox::privileges::LandlockPaths { read, write }
+}
+
+fn isolation(
+    req: &SpawnRequest,
+    sandboxed: bool,
+    cgroup: Option<&AgentCgroup>,
+    limits: &Limits,
+    not_applied: &[String],
+    agents: &Agents,
+) -> Isolation {
+    let _ = limits;
+    let has = |c: &str| cgroup.is_some() && !not_applied.iter().any(|n| n == c);
+    let version = cgroup.map(|cg| match cg.version_label() {
+        "v2" => CgroupVersion::V2,
+        "hybrid" => CgroupVersion::Hybrid,
+        _ => CgroupVersion::V1,
+    });
+    let namespaces = Namespaces {
+        pid: sandboxed,
+        net: !req.network && agents.host.root,
+        mnt: sandboxed,
+        uts: sandboxed,
+    };
+    let degraded_reason = (!not_applied.is_empty()).then(|| {
+        let mut why = format!("not in force: {}", not_applied.join(", "));
+        if let Some(missing) = &agents.host.cgroups_missing {
+            why.push_str(&format!("; cgroups: {missing}"));
+        }
+        why
+    });
+    Isolation {
+        fully_isolated: sandboxed && not_applied.is_empty(),
+        namespaces,
+        cgroups: CgroupStatus {
+            available: cgroup.is_some(),
+            memory_limit: has("memory"),
+            cpu_quota: has("cpu"),
+            pids_limit: has("pids"),
+            version,
+        },
+        degraded_reason,
+        not_applied: not_applied.to_vec(),
+    }
+}
+
+/// Undoes a half-done SPAWN when dropped before [`Undo::disarm`].
+struct Undo<'a> {
+    agents: &'a Agents,
+    name: &'a str,
+    id: u32,
+    dir: Option<PathBuf>,
+    work_mount: Option<PathBuf>,
+    cgroup: Option<AgentCgroup>,
+    armed: bool,
+}
+
+impl<'a> Undo<'a> {
+    fn new(agents: &'a Agents, name: &'a str, id: u32) -> Undo<'a> {
+        Undo {
+            agents,
+            name,
+            id,
+            dir: None,
+            work_mount: None,
+            cgroup: None,
+            armed: true,
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(cg) = self.cgroup.take() {
+            if let Err(e) = cg.remove() {
+                tracing::warn!(agent = self.id, "undo spawn: {e}");
+            }
+        }
+        if let Some(work) = self.work_mount.take() {
+            let _ = nix::mount::umount2(&work, nix::mount::MntFlags::MNT_DETACH);
+        }
+        if let Some(dir) = self.dir.take() {
+            if let Err(e) = fs::remove_dir_all(&dir) {
+                tracing::warn!(agent = self.id, "undo spawn: remove {}: {e}", dir.display());
+            }
+        }
+        self.agents.release(self.name, self.id);
+    }
+}

@@ -1,0 +1,125 @@
+//! SPAWN, KILL, LIST, PAUSE, RESUME, WAIT: thin handlers over [`crate::agents`].
+
+use std::time::Duration;
+
+use clove_abi::msg::{
+    AgentRef, KillReply, KillRequest, ListReply, ListRequest, PauseReply, PauseRequest,
+    ResumeReply, ResumeRequest, SpawnReply, SpawnRequest, WaitReply, WaitRequest,
+};
+use clove_abi::WireError;
+
+use crate::agents::{control, spawn, ExitReason};
+use crate::kernel::{Caller, Kernel};
+
+fn target<'a>(r: Option<AgentRef<'a>>) -> Result<AgentRef<'a>, WireError> {
+    r.ok_or_else(|| WireError::invalid_request("give the agent's id or name"))
+}
+
+/// SPAWN.
+pub async fn spawn(
+    kernel: &Kernel,
+    caller: &Caller,
+    req: SpawnRequest,
+) -> Result<SpawnReply, WireError> {
+    spawn::spawn(kernel, caller, req).await
+}
+
+/// KILL: the reply comes once the agent has exited.
+pub async fn kill(
+    kernel: &Kernel,
+    caller: &Caller,
+    req: KillRequest,
+) -> Result<KillReply, WireError> {
+    let agent = kernel.agents.find(target(req.target())?)?;
+    control::authorize(&kernel.agents, caller, &agent, "kill")?;
+    let grace = agent
+        .spec
+        .grace_ms
+        .map(Duration::from_millis)
+        .unwrap_or(kernel.config.kill_grace);
+    control::kill(&agent, grace).await?;
+    Ok(KillReply {
+        success: true,
+        killed: true,
+        agent_id: agent.id,
+    })
+}
+
+/// LIST: live agents, the original's array.
+pub fn list(kernel: &Kernel, _caller: &Caller, _req: ListRequest) -> Result<ListReply, WireError> {
+    Ok(ListReply(kernel.agents.list()))
+}
+
+/// PAUSE.
+pub async fn pause(
+    kernel: &Kernel,
+    caller: &Caller,
+    req: PauseRequest,
+) -> Result<PauseReply, WireError> {
+    let agent = kernel.agents.find(target(req.target())?)?;
+    control::authorize(&kernel.agents, caller, &agent, "pause")?;
+    control::set_paused(&kernel.agents, &agent, true).await?;
+    Ok(PauseReply {
+        success: true,
+        paused: true,
+        agent_id: agent.id,
+    })
+}
+
+/// RESUME.
+pub async fn resume(
+    kernel: &Kernel,
+    caller: &Caller,
+    req: ResumeRequest,
+) -> Result<ResumeReply, WireError> {
+    let agent = kernel.agents.find(target(req.target())?)?;
+    control::authorize(&kernel.agents, caller, &agent, "resume")?;
+    control::set_paused(&kernel.agents, &agent, false).await?;
+    Ok(ResumeReply {
+        success: true,
+        resumed: true,
+        agent_id: agent.id,
+    })
+}
+
+/// WAIT: until the agent exits or the timeout runs out.
+pub async fn wait(
+    kernel: &Kernel,
+    _caller: &Caller,
+    req: WaitRequest,
+) -> Result<WaitReply, WireError> {
+    let r = target(req.target())?;
+    if let AgentRef::Id(id) = r {
+        if let Some(done) = kernel.agents.exited(id) {
+            return Ok(reply(id, Some(&done.reason)));
+        }
+    }
+    let agent = kernel.agents.find(r)?;
+    let reason = match req.timeout_ms {
+        Some(ms) => tokio::time::timeout(Duration::from_millis(ms), agent.exited())
+            .await
+            .ok(),
+        None => Some(agent.exited().await),
+    };
+    Ok(reply(agent.id, reason.as_ref()))
+}
+
+fn reply(id: u32, reason: Option<&ExitReason>) -> WaitReply {
+    match reason {
+        Some(r) => WaitReply {
+            success: true,
+            agent_id: id,
+            exited: true,
+            exit_code: r.code,
+            signal: r.signal,
+            oom: r.oom,
+            reason: Some(r.describe()),
+        },
+        None => WaitReply {
+            success: true,
+            agent_id: id,
+            exited: false,
+            ..WaitReply::default()
+        },
+    }
+}
