@@ -143,6 +143,8 @@ opcodes! {
     MetricsCgroup = 0xC3 => "METRICS_CGROUP",
     /// Ours: block until an agent exits (or a timeout) and return why it exited.
     Wait = 0xD0 => "WAIT",
+    /// Ours: read an agent's output log (stdout and stderr), optionally waiting for more.
+    Logs = 0xD1 => "LOGS",
     /// Report LLM usage an SDK incurred itself.
     LlmReport = 0xF0 => "LLM_REPORT",
     /// Handshake: protocol version and features.
@@ -204,8 +206,8 @@ mod tests {
             .map(|o| o.as_u8())
             .filter(|b| (EXTENSION_FIRST..=EXTENSION_LAST).contains(b))
             .collect();
-        assert_eq!(ours, [0xD0]);
-        assert_eq!(Opcode::ALL.len(), 55);
+        assert_eq!(ours, [0xD0, 0xD1]);
+        assert_eq!(Opcode::ALL.len(), 56);
     }
 
     #[test]

@@ -781,7 +781,79 @@ pub struct WaitReply {
     pub reason: Option<String>,
 }
 
+/// LOGS `{id}` or `{name}` (extension, opcode 0xD1): an agent's output (stdout and stderr,
+/// interleaved as written), live or exited (by id).
+///
+/// Without `offset`: the last `lines` lines. With `offset`: the bytes from that offset on
+/// (what a follower asks for next), waiting up to `wait_ms` for new output when there is none
+/// yet. `clove logs -f` is a loop of such requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct LogsRequest {
+    /// The agent's id.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub id: Option<u32>,
+    /// The agent's name (live agents only).
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub name: Option<String>,
+    /// How many lines from the end (default 100), when `offset` is absent.
+    #[serde(default = "default_log_lines")]
+    pub lines: u32,
+    /// Read from this byte offset of the log instead (the `next_offset` of a previous reply).
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub offset: Option<u64>,
+    /// With `offset`: wait up to this many ms for output past it (absent: answer at once).
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// `lines` default of LOGS.
+pub const DEFAULT_LOG_LINES: u32 = 100;
+
+fn default_log_lines() -> u32 {
+    DEFAULT_LOG_LINES
+}
+
+impl Default for LogsRequest {
+    fn default() -> Self {
+        LogsRequest {
+            id: None,
+            name: None,
+            lines: DEFAULT_LOG_LINES,
+            offset: None,
+            wait_ms: None,
+        }
+    }
+}
+
+impl LogsRequest {
+    /// The agent: `id` wins over `name`.
+    pub fn target(&self) -> Option<AgentRef<'_>> {
+        AgentRef::pick(self.id, self.name.as_deref())
+    }
+}
+
+/// LOGS reply: `{success, agent_id, text, next_offset, running}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct LogsReply {
+    /// The log was read.
+    pub success: bool,
+    /// The agent's id.
+    pub agent_id: u32,
+    /// The output (invalid UTF-8 replaced).
+    pub text: String,
+    /// The offset to ask for next to follow the log.
+    pub next_offset: u64,
+    /// The agent is still running (a follower stops once it is not and `text` is empty).
+    pub running: bool,
+    /// Output older than this offset was rotated away.
+    #[serde(default)]
+    pub first_offset: u64,
+}
+
 syscall! {
+    LogsRequest => Logs, LogsReply;
     WaitRequest => Wait, WaitReply;
     SpawnRequest => Spawn, SpawnReply;
     KillRequest => Kill, KillReply;

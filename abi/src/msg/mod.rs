@@ -106,6 +106,7 @@ macro_rules! for_each_syscall {
             MetricsCgroup => $crate::msg::MetricsCgroupRequest, $crate::msg::MetricsCgroupReply;
             LlmReport => $crate::msg::LlmReportRequest, $crate::msg::LlmReportReply;
             Wait => $crate::msg::WaitRequest, $crate::msg::WaitReply;
+            Logs => $crate::msg::LogsRequest, $crate::msg::LogsReply;
             Hello => $crate::msg::HelloRequest, $crate::msg::HelloReply;
             Exit => $crate::msg::ExitRequest, $crate::msg::ExitReply;
         }

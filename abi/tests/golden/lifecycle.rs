@@ -571,3 +571,32 @@ fn wait_reply_shape() {
                "reason": "killed by signal 9 (out of memory)"})
     );
 }
+
+// ---------------------------------------------------------------- LOGS (ours, 0xD1)
+
+#[test]
+fn logs_golden() {
+    use clove_abi::msg::LogsRequest;
+    // lines 100 = varint 64.
+    golden(
+        &LogsRequest::default(),
+        r#"{"lines":100}"#,
+        "00 00 64 00 00",
+    );
+    // name "w", lines 5, offset 300 = varint ac 02, wait_ms 1000 = e8 07.
+    golden(
+        &LogsRequest {
+            id: None,
+            name: Some("w".into()),
+            lines: 5,
+            offset: Some(300),
+            wait_ms: Some(1000),
+        },
+        r#"{"name":"w","lines":5,"offset":300,"wait_ms":1000}"#,
+        "00 01 01 77 05 01 ac 02 01 e8 07",
+    );
+    let l: LogsRequest = parse(r#"{"id": 3}"#);
+    assert_eq!((l.lines, l.offset), (100, None));
+    let e = reject::<LogsRequest>(r#"{"id": 3, "lines": -1}"#);
+    assert!(e.contains("lines"), "{e}");
+}
