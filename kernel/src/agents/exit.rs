@@ -34,7 +34,8 @@ pub fn watch(agents: Arc<Agents>, agent: Arc<Agent>, report: Option<OwnedFd>) {
             clove_abi::msg::AgentState::Failed
         });
         agents.retire(&agent, reason.clone());
-        let _ = agent.exit.send(Some(reason.clone()));
+        // send_replace: the value must stick even when nobody is waiting yet (WAIT later).
+        agent.exit.send_replace(Some(reason.clone()));
         let _ = agents.events.send(LifecycleEvent::Exited {
             id: agent.id,
             name: agent.name.clone(),

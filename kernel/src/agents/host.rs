@@ -93,7 +93,9 @@ pub fn subtree_name(state_dir: &Path) -> String {
     format!("clove-{:08x}", h.finish() as u32)
 }
 
-/// Removes agent directories left by a previous run, unmounting work-dir tmpfs first.
+/// Sets aside the agent directories of the previous run as `agents.prev` (their logs and work
+/// dirs stay readable until the run after; ids restart, so they cannot stay where new agents
+/// go), unmounting work-dir tmpfs first (their contents lived in memory and are gone anyway).
 fn remove_stale_agents(dir: &Path) {
     let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
         return;
@@ -111,10 +113,25 @@ fn remove_stale_agents(dir: &Path) {
             tracing::warn!("unmount stale {}: {e}", m.display());
         }
     }
-    if dir.exists() {
+    if !dir.exists() {
+        return;
+    }
+    let prev = dir.with_extension("prev");
+    if prev.exists() {
+        if let Err(e) = fs::remove_dir_all(&prev) {
+            tracing::warn!("remove {}: {e}", prev.display());
+        }
+    }
+    if let Err(e) = fs::rename(dir, &prev) {
+        tracing::warn!("set aside {}: {e}; removing it", dir.display());
         if let Err(e) = fs::remove_dir_all(dir) {
             tracing::warn!("remove stale agent dirs {}: {e}", dir.display());
         }
+    } else {
+        tracing::info!(
+            "the previous run's agent logs and work dirs are in {}",
+            prev.display()
+        );
     }
 }
 

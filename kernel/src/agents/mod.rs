@@ -9,6 +9,7 @@
 pub mod control;
 pub mod exit;
 pub mod host;
+pub mod logs;
 pub mod plan;
 pub mod spawn;
 pub mod uids;
@@ -131,6 +132,8 @@ pub struct Agent {
     pub dir: PathBuf,
     /// The size-capped tmpfs on its work dir, when `limits.disk` made one.
     pub work_mount: Option<PathBuf>,
+    /// Its output log.
+    pub log: Arc<logs::AgentLog>,
     /// Held while the agent should live: dropping it makes a sandbox's init kill everything.
     pub lifeline: Mutex<Option<OwnedFd>>,
     /// Stops the accept loop of its socket.
@@ -200,6 +203,8 @@ pub struct Exited {
     pub pid: i32,
     /// Why it ended.
     pub reason: ExitReason,
+    /// Its output log (readable until the agent's directory is removed).
+    pub log: Arc<logs::AgentLog>,
 }
 
 #[derive(Debug, Default)]
@@ -349,6 +354,7 @@ impl Agents {
             name: agent.name.clone(),
             pid: agent.pid,
             reason,
+            log: Arc::clone(&agent.log),
         });
     }
 

@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,6 +21,7 @@ use clove_abi::{ErrorCode, WireError};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
+use super::logs::{AgentLog, LOG_MAX_BYTES};
 use super::plan::{self, Plan, PlanInput, Program};
 use super::{exit, Agent, Agents, LifecycleEvent};
 use crate::kernel::{Caller, Kernel};
@@ -108,7 +109,10 @@ pub async fn spawn(
         undo.work_mount = Some(work.clone());
     }
     let listener = bind_agent_socket(&socket_path, uid, gid)?;
-    let log = open_log(&dir.join("output.log"))?;
+    let log = AgentLog::create(&dir, LOG_MAX_BYTES)
+        .map_err(|e| internal(format!("create the log in {}: {e}", dir.display())))?;
+    let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| internal(format!("log pipe: {e}")))?;
 
     let pythonpath = std::env::var("PYTHONPATH").ok();
     let plan = plan::plan(&PlanInput {
@@ -148,7 +152,7 @@ pub async fn spawn(
         not_applied.push("disk".into());
     }
 
-    let spec = launch_spec(&req, sandboxed, &plan, &new_root, uid, gid, log)?;
+    let spec = launch_spec(&req, sandboxed, &plan, &new_root, uid, gid, log_write)?;
     let launcher = agents.host.launcher.clone();
     let pending = tokio::task::spawn_blocking(move || launcher.spawn(spec))
         .await
@@ -160,6 +164,8 @@ pub async fn spawn(
             return Err(internal(format!("spawn {}: {e}", req.name)));
         }
     }
+    // The write ends now live in the child (and in the launcher until it is done).
+    log.pump(log_read);
     let started = tokio::task::spawn_blocking(move || pending.release())
         .await
         .map_err(internal)?
@@ -217,6 +223,7 @@ pub async fn spawn(
         dir: dir.clone(),
         work_mount: undo.work_mount.take(),
         lifeline: std::sync::Mutex::new(started.lifeline),
+        log,
         socket_stop: socket_stop.clone(),
         state: std::sync::Mutex::new(AgentState::Running),
         exit: tokio::sync::watch::channel(None).0,
@@ -457,16 +464,6 @@ fn bind_agent_socket(path: &Path, uid: u32, gid: u32) -> Result<UnixListener, Wi
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
         .map_err(|e| internal(format!("chmod {}: {e}", path.display())))?;
     Ok(listener)
-}
-
-fn open_log(path: &Path) -> Result<OwnedFd, WireError> {
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)
-        .map_err(|e| internal(format!("open log {}: {e}", path.display())))?;
-    Ok(f.into())
 }
 
 fn copy_script(script: &Path, copy: &Path, uid: u32, gid: u32) -> Result<(), WireError> {

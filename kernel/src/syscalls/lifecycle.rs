@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use clove_abi::msg::{
-    AgentRef, KillReply, KillRequest, ListReply, ListRequest, PauseReply, PauseRequest,
-    ResumeReply, ResumeRequest, SpawnReply, SpawnRequest, WaitReply, WaitRequest,
+    AgentRef, KillReply, KillRequest, ListReply, ListRequest, LogsReply, LogsRequest, PauseReply,
+    PauseRequest, ResumeReply, ResumeRequest, SpawnReply, SpawnRequest, WaitReply, WaitRequest,
 };
 use clove_abi::WireError;
 
@@ -122,4 +122,51 @@ fn reply(id: u32, reason: Option<&ExitReason>) -> WaitReply {
             ..WaitReply::default()
         },
     }
+}
+
+/// LOGS: the tail, or the bytes from an offset (waiting up to `wait_ms` for more).
+pub async fn logs(
+    kernel: &Kernel,
+    caller: &Caller,
+    req: LogsRequest,
+) -> Result<LogsReply, WireError> {
+    let r = target(req.target())?;
+    let (id, log, running) = match kernel.agents.find(r) {
+        Ok(agent) => {
+            control::authorize(&kernel.agents, caller, &agent, "read the logs of")?;
+            (agent.id, std::sync::Arc::clone(&agent.log), true)
+        }
+        Err(e) => match r {
+            AgentRef::Id(id) => match kernel.agents.exited(id) {
+                Some(done) => (id, done.log, false),
+                None => return Err(e),
+            },
+            AgentRef::Name(_) => return Err(e),
+        },
+    };
+    let failed = |e: std::io::Error| {
+        WireError::new(
+            clove_abi::ErrorCode::Unavailable,
+            format!("read the log of agent {id}: {e}"),
+        )
+    };
+    let chunk = match req.offset {
+        None => log.tail(req.lines).map_err(failed)?,
+        Some(offset) => {
+            if let Some(ms) = req.wait_ms {
+                log.wait_past(offset, Duration::from_millis(ms.min(60_000)))
+                    .await;
+            }
+            log.read_from(offset).map_err(failed)?
+        }
+    };
+    Ok(LogsReply {
+        success: true,
+        agent_id: id,
+        text: chunk.text,
+        next_offset: chunk.next,
+        // Until the pump has drained the pipe, a follower must keep asking.
+        running: (running && kernel.agents.get(id).is_some()) || !log.closed(),
+        first_offset: chunk.first,
+    })
 }

@@ -80,6 +80,7 @@ pub async fn handle(kernel: &Kernel, caller: &Caller, req: Request) -> Response 
         Opcode::Pause => typed_async!(req, |r| lifecycle::pause(kernel, caller, r)),
         Opcode::Resume => typed_async!(req, |r| lifecycle::resume(kernel, caller, r)),
         Opcode::Wait => typed_async!(req, |r| lifecycle::wait(kernel, caller, r)),
+        Opcode::Logs => typed_async!(req, |r| lifecycle::logs(kernel, caller, r)),
         op if op.is_world_or_tunnel() => {
             error(req.codec, req.opcode, &WireError::not_supported(op))
         }
@@ -153,6 +154,7 @@ pub const IMPLEMENTED: &[Opcode] = &[
     Opcode::Pause,
     Opcode::Resume,
     Opcode::Wait,
+    Opcode::Logs,
     Opcode::Hello,
     Opcode::Exit,
 ];
