@@ -599,7 +599,13 @@ pub struct KillReply {
 /// LIST `{}` (the original SDK sends an empty payload).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
-pub struct ListRequest {}
+pub struct ListRequest {
+    /// Extension: the rich form: each row adds its isolation, and exited agents the kernel
+    /// still remembers are listed too, with how they exited (default false: the original's
+    /// rows, live agents only).
+    #[serde(default)]
+    pub detail: bool,
+}
 
 /// LIST reply: a JSON array (not an object) of the live agents.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -630,6 +636,12 @@ pub struct AgentEntry {
     /// Extension: its supervisor group.
     #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
     pub group: Option<String>,
+    /// Extension (LIST `detail`): the isolation in force, as SPAWN reported it.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub isolation: Option<Isolation>,
+    /// Extension (LIST `detail`): how an exited agent ended (`exited with code 0`, ...).
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub exit: Option<String>,
 }
 
 /// An agent's state as LIST reports it (upper-case on the wire).

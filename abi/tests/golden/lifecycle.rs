@@ -463,9 +463,11 @@ fn kill_pause_resume_replies_have_the_original_keys() {
 
 #[test]
 fn list_request_is_empty() {
-    golden(&ListRequest {}, "{}", "");
+    golden(&ListRequest::default(), r#"{"detail":false}"#, "00");
+    golden(&ListRequest { detail: true }, r#"{"detail":true}"#, "01");
     // The original SDK sends LIST with an empty payload.
-    let _: ListRequest = parse("");
+    let l: ListRequest = parse("");
+    assert!(!l.detail);
 }
 
 #[test]
@@ -480,6 +482,8 @@ fn list_reply_is_a_json_array() {
             restarts: None,
             uptime_ms: None,
             group: None,
+            isolation: None,
+            exit: None,
         },
         AgentEntry {
             id: 2,
@@ -490,19 +494,22 @@ fn list_reply_is_a_json_array() {
             restarts: Some(1),
             uptime_ms: Some(1500),
             group: Some("g".into()),
+            isolation: None,
+            exit: Some("exited with code 0".into()),
         },
     ]);
     let text = encode(Codec::Json, &reply).unwrap();
     assert_eq!(
         std::str::from_utf8(&text).unwrap(),
-        r#"[{"id":1,"name":"w","pid":1234,"state":"RUNNING","running":true},{"id":2,"name":"p","pid":99,"state":"PAUSED","running":true,"restarts":1,"uptime_ms":1500,"group":"g"}]"#
+        r#"[{"id":1,"name":"w","pid":1234,"state":"RUNNING","running":true},{"id":2,"name":"p","pid":99,"state":"PAUSED","running":true,"restarts":1,"uptime_ms":1500,"group":"g","exit":"exited with code 0"}]"#
     );
     // postcard: the Vec itself (transparent), i32 pids zigzag-encoded.
     assert_eq!(
         postcard(&reply),
         hex("02
-             01 01 77 a4 13 02 01 00 00 00
-             02 01 70 c6 01 03 01 01 01 01 dc 0b 01 01 67")
+             01 01 77 a4 13 02 01 00 00 00 00 00
+             02 01 70 c6 01 03 01 01 01 01 dc 0b 01 01 67 00
+             01 12 65 78 69 74 65 64 20 77 69 74 68 20 63 6f 64 65 20 30")
     );
     let back = decode_reply::<ListReply>(Codec::Json, &text)
         .unwrap()

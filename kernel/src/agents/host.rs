@@ -78,6 +78,7 @@ impl Host {
             cgroups,
             cgroups_missing,
             uids: UidBlock::for_state_dir(&state_dir),
+            subtree,
             dir,
             root,
         })

@@ -120,7 +120,6 @@ pub struct Agent {
     /// The request it was started with.
     pub spec: SpawnRequest,
     /// What isolation is in force (for LIST's rich form).
-    #[allow(dead_code)]
     pub isolation: Isolation,
     /// When its process started.
     pub started: Instant,
@@ -187,13 +186,14 @@ impl Agent {
             restarts: Some(0),
             uptime_ms: Some(self.started.elapsed().as_millis() as u64),
             group: self.spec.group.clone(),
+            isolation: None,
+            exit: None,
         }
     }
 }
 
 /// An exited agent, as remembered.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // name and pid are for LIST's rich form
 pub struct Exited {
     /// Its id.
     pub id: u32,
@@ -227,6 +227,8 @@ pub struct Host {
     pub cgroups_missing: Option<String>,
     /// The agent uid block.
     pub uids: UidBlock,
+    /// The name of this kernel's cgroup subtree (finds the agent a process belongs to).
+    pub subtree: String,
     /// `<state dir>/agents`.
     pub dir: PathBuf,
     /// Running as root (namespaces, uid switch, cgroups possible).
@@ -301,10 +303,39 @@ impl Agents {
             .cloned()
     }
 
-    /// LIST: live agents by id.
-    pub fn list(&self) -> Vec<AgentEntry> {
+    /// LIST: live agents by id; with `detail`, their isolation, and the exited agents the
+    /// table remembers, with how they ended.
+    pub fn list(&self, detail: bool) -> Vec<AgentEntry> {
         let t = lock(&self.table);
-        let mut rows: Vec<AgentEntry> = t.live.values().map(|a| a.entry()).collect();
+        let mut rows: Vec<AgentEntry> = t
+            .live
+            .values()
+            .map(|a| {
+                let mut row = a.entry();
+                if detail {
+                    row.isolation = Some(a.isolation.clone());
+                }
+                row
+            })
+            .collect();
+        if detail {
+            rows.extend(t.exited.iter().map(|e| AgentEntry {
+                id: e.id,
+                name: e.name.clone(),
+                pid: e.pid,
+                state: if e.reason.clean() || e.reason.killed {
+                    AgentState::Stopped
+                } else {
+                    AgentState::Failed
+                },
+                running: false,
+                restarts: Some(0),
+                uptime_ms: None,
+                group: None,
+                isolation: None,
+                exit: Some(e.reason.describe()),
+            }));
+        }
         rows.sort_by_key(|r| r.id);
         rows
     }
@@ -358,15 +389,55 @@ impl Agents {
         });
     }
 
+    /// The live agent whose cgroup holds `pid`, if any: a connection on the main socket from
+    /// inside an agent (an unsandboxed one can reach it) is that agent, not a new caller.
+    pub fn agent_of_pid(&self, pid: i32) -> Option<u32> {
+        self.host.cgroups.as_ref()?;
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let id = agent_in_cgroup_file(&text, &self.host.subtree)?;
+        self.get(id).map(|a| a.id)
+    }
+
     /// Whether `uid` is in use by a live agent.
     fn uid_in_use(&self, uid: u32) -> bool {
         lock(&self.table).live.values().any(|a| a.uid == uid)
     }
 }
 
+/// The deepest `agent-<id>` below `subtree` in a `/proc/<pid>/cgroup` text.
+fn agent_in_cgroup_file(text: &str, subtree: &str) -> Option<u32> {
+    text.lines()
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .filter_map(|path| {
+            let mut parts = path.split('/').skip_while(|c| *c != subtree);
+            parts.next()?;
+            parts
+                .filter_map(|c| c.strip_prefix("agent-"))
+                .filter_map(|n| n.parse::<u32>().ok())
+                .last()
+        })
+        .next()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agents_are_found_by_their_cgroup() {
+        let text = "12:pids:/user/clove-ab/agent-3/agent-9\n\
+                    3:memory:/user/clove-ab/agent-3/agent-9\n\
+                    0::/\n";
+        assert_eq!(agent_in_cgroup_file(text, "clove-ab"), Some(9));
+        // v2: processes sit in a leaf below the agent's cgroup.
+        assert_eq!(
+            agent_in_cgroup_file("0::/s/clove-ab/agent-4/_procs\n", "clove-ab"),
+            Some(4)
+        );
+        // Another kernel's subtree, or none.
+        assert_eq!(agent_in_cgroup_file(text, "clove-cd"), None);
+        assert_eq!(agent_in_cgroup_file("0::/user.slice\n", "clove-ab"), None);
+    }
 
     #[test]
     fn exit_reasons_read_well() {

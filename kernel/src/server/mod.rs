@@ -170,6 +170,14 @@ async fn accept_loop(
                 continue;
             }
         };
+        // A peer inside an agent's cgroup is that agent, whichever socket it used.
+        let identity = match (identity, cred.pid()) {
+            (Identity::Peer, Some(pid)) => kernel
+                .agents
+                .agent_of_pid(pid)
+                .map_or(Identity::Peer, Identity::Agent),
+            (identity, _) => identity,
+        };
         let caller = Caller {
             id: match identity {
                 Identity::Peer => kernel.ids.allocate(),

@@ -46,8 +46,8 @@ pub async fn kill(
 }
 
 /// LIST: live agents, the original's array.
-pub fn list(kernel: &Kernel, _caller: &Caller, _req: ListRequest) -> Result<ListReply, WireError> {
-    Ok(ListReply(kernel.agents.list()))
+pub fn list(kernel: &Kernel, _caller: &Caller, req: ListRequest) -> Result<ListReply, WireError> {
+    Ok(ListReply(kernel.agents.list(req.detail)))
 }
 
 /// PAUSE.
