@@ -152,7 +152,11 @@ pub async fn spawn(
         not_applied.push("disk".into());
     }
 
-    let spec = launch_spec(&req, sandboxed, &plan, &new_root, uid, gid, log_write)?;
+    let root = agents.host.root;
+    if !root && !req.network {
+        not_applied.push("net namespace".into());
+    }
+    let spec = launch_spec(&req, sandboxed, root, &plan, &new_root, uid, gid, log_write)?;
     let launcher = agents.host.launcher.clone();
     let pending = tokio::task::spawn_blocking(move || launcher.spawn(spec))
         .await
@@ -493,9 +497,11 @@ fn cgroup_limits(l: &Limits) -> CgroupLimits {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one call site; each argument is a separate decision
 fn launch_spec(
     req: &SpawnRequest,
     sandboxed: bool,
+    as_root: bool,
     plan: &Plan,
     new_root: &Path,
     uid: u32,
@@ -541,7 +547,9 @@ fn launch_spec(
     Ok(LaunchSpec {
         process: ProcessSpec {
             sandboxed,
-            network: req.network,
+            // Without root no namespace can be made: the agent shares the host's network,
+            // and `not_applied` says so.
+            network: req.network || !as_root,
             hostname: plan::hostname(&req.name),
             argv: plan.argv.clone(),
             env: plan.env.clone(),
