@@ -131,6 +131,9 @@ pub struct Agent {
     pub dir: PathBuf,
     /// The size-capped tmpfs on its work dir, when `limits.disk` made one.
     pub work_mount: Option<PathBuf>,
+    /// What a sandboxed agent sees: its binds (target inside, host source), without its
+    /// socket; `None` when not sandboxed (it sees the host).
+    pub view: Option<Vec<plan::PlanBind>>,
     /// Its output log.
     pub log: Arc<logs::AgentLog>,
     /// Held while the agent should live: dropping it makes a sandbox's init kill everything.

@@ -212,7 +212,15 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
     }
     // The script's project (or the script alone).
-    binds.push(PlanBind::ro(project_view(script), false));
+    // The script's project, when the agent's uid can reach the script through it; otherwise
+    // only a readable copy of the script (below), since the project's directories would
+    // refuse the agent anyway.
+    let project = project_view(script);
+    let reachable = reachable_inside(script, &project);
+    let readable = reachable && world_readable(script);
+    if reachable {
+        binds.push(PlanBind::ro(project, false));
+    }
     // The kernel's PYTHONPATH entries.
     if let Some(pp) = input.pythonpath {
         for entry in pp.split(':').filter(|e| e.starts_with('/')) {
@@ -229,7 +237,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         });
     }
     // A script the agent's uid cannot read is replaced by a readable copy at the same path.
-    let script_copy = (!readable_by_others(script)).then(|| input.script_copy.to_path_buf());
+    let script_copy = (!readable).then(|| input.script_copy.to_path_buf());
     if let Some(copy) = &script_copy {
         binds.push(PlanBind {
             source: copy.clone(),
@@ -359,23 +367,27 @@ pub fn project_view(script: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
-/// Whether a uid that is neither the owner nor in the group can read `path`: the file is
-/// world-readable and every directory above it world-searchable.
-pub fn readable_by_others(path: &Path) -> bool {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return false;
-    };
-    if meta.permissions().mode() & 0o004 == 0 {
-        return false;
+/// Whether a uid that is neither the owner nor in the group can read `path`.
+fn world_readable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
+/// Whether every directory from the project root down to `script` is world-searchable, so
+/// another uid reaches the script inside the sandbox. (Inside, the directories above the bound
+/// project are created fresh, mode 0755, so their host modes do not matter.)
+fn reachable_inside(script: &Path, project: &Path) -> bool {
+    if project == script {
+        return true;
     }
-    // Inside the sandbox only the bound directory itself keeps its mode; its ancestors are
-    // created fresh (0755). So what matters is the script's own directory chain up to the
-    // bound project root; checking the whole chain is the safe approximation.
-    path.ancestors().skip(1).all(|d| {
-        std::fs::metadata(d)
-            .map(|m| m.permissions().mode() & 0o001 != 0)
-            .unwrap_or(false)
-    })
+    script
+        .ancestors()
+        .skip(1)
+        .take_while(|d| d.starts_with(project))
+        .all(|d| {
+            std::fs::metadata(d)
+                .map(|m| m.permissions().mode() & 0o001 != 0)
+                .unwrap_or(false)
+        })
 }
 
 /// A host name from an agent name: `[a-z0-9-]`, at most 63 characters.

@@ -22,7 +22,7 @@ use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
 use super::logs::{AgentLog, LOG_MAX_BYTES};
-use super::plan::{self, Plan, PlanInput, Program};
+use super::plan::{self, Plan, PlanBind, PlanInput, Program};
 use super::{exit, Agent, Agents, LifecycleEvent};
 use crate::kernel::{Caller, Kernel};
 use crate::sandbox::cgroup::{AgentCgroup, CgroupLimits};
@@ -55,11 +55,6 @@ pub async fn spawn(
 ) -> Result<SpawnReply, WireError> {
     let agents = &kernel.agents;
     validate_name(&req.name)?;
-    let script = resolve_script(&req.script, caller)?;
-    let limits = req.limits();
-    validate_limits(&limits)?;
-    let binds = validate_binds(&req)?;
-    let program = resolve_program(agents, &req).await?;
     let parent = if caller.agent {
         Some(agents.get(caller.id).ok_or_else(|| {
             WireError::new(
@@ -70,6 +65,13 @@ pub async fn spawn(
     } else {
         None
     };
+    // A sandboxed parent names paths as it sees them; the child gets only what it can see.
+    let view = parent.as_ref().and_then(|p| p.view.as_deref());
+    let script = resolve_script(&req.script, caller, view)?;
+    let limits = req.limits();
+    validate_limits(&limits)?;
+    let binds = validate_binds(&req, view)?;
+    let program = resolve_program(agents, &req).await?;
 
     let id = kernel.ids.allocate();
     agents.reserve(&req.name, id)?;
@@ -226,6 +228,13 @@ pub async fn spawn(
         pidfd: Arc::new(started.pidfd),
         dir: dir.clone(),
         work_mount: undo.work_mount.take(),
+        view: sandboxed.then(|| {
+            plan.binds
+                .iter()
+                .filter(|b| b.source != socket_path)
+                .cloned()
+                .collect()
+        }),
         lifeline: std::sync::Mutex::new(started.lifeline),
         log,
         socket_stop: socket_stop.clone(),
@@ -282,13 +291,27 @@ fn validate_name(name: &str) -> Result<(), WireError> {
     Ok(())
 }
 
-/// The script as an absolute, existing file. A relative path is taken relative to the
-/// caller's working directory, as a shell user would expect.
-fn resolve_script(script: &str, caller: &Caller) -> Result<PathBuf, WireError> {
+/// The script as an absolute, existing host file. A relative path is taken relative to the
+/// caller's working directory, as a shell user would expect (for a sandboxed agent: its work
+/// dir). A sandboxed agent's path is translated through its view.
+fn resolve_script(
+    script: &str,
+    caller: &Caller,
+    view: Option<&[PlanBind]>,
+) -> Result<PathBuf, WireError> {
     if script.is_empty() {
         return Err(invalid("script: must not be empty"));
     }
     let path = Path::new(script);
+    if let Some(view) = view {
+        let inside = Path::new(plan::WORK_DIR).join(path);
+        let (host, _) = to_host(view, &inside, "script")?;
+        return if host.is_file() {
+            Ok(host)
+        } else {
+            Err(invalid(format!("script {script}: not a file")))
+        };
+    }
     let path = if path.is_absolute() {
         path.to_path_buf()
     } else {
@@ -342,11 +365,61 @@ fn validate_limits(l: &Limits) -> Result<(), WireError> {
     Ok(())
 }
 
-/// The request's binds as (source, target, writable), checked.
-fn validate_binds(req: &SpawnRequest) -> Result<Vec<(PathBuf, PathBuf, bool)>, WireError> {
+/// `inside` (a path as a sandboxed agent sees it) as a host path, and whether the agent may
+/// write there. The longest bind wins; the canonical host path must stay inside the bind's
+/// source, so a symlink in the agent's view cannot hand a child a host path the agent itself
+/// cannot see.
+fn to_host(view: &[PlanBind], inside: &Path, what: &str) -> Result<(PathBuf, bool), WireError> {
+    let hidden = || {
+        invalid(format!(
+            "{what} {}: not visible to the spawning agent",
+            inside.display()
+        ))
+    };
+    if inside.components().any(|c| c.as_os_str() == "..") {
+        return Err(hidden());
+    }
+    let bind = view
+        .iter()
+        .filter(|b| inside.starts_with(&b.target))
+        .max_by_key(|b| b.target.components().count())
+        .ok_or_else(hidden)?;
+    let rest = inside.strip_prefix(&bind.target).map_err(|_| hidden())?;
+    let host = bind.source.join(rest);
+    let canonical = host
+        .canonicalize()
+        .map_err(|e| invalid(format!("{what} {}: {e}", inside.display())))?;
+    let root = bind.source.canonicalize().map_err(|_| hidden())?;
+    if !canonical.starts_with(&root) {
+        return Err(hidden());
+    }
+    Ok((canonical, bind.writable))
+}
+
+/// The request's binds as (host source, target, writable), checked. A sandboxed parent's
+/// sources are paths in its own view, and it may only pass on write access it has.
+fn validate_binds(
+    req: &SpawnRequest,
+    view: Option<&[PlanBind]>,
+) -> Result<Vec<(PathBuf, PathBuf, bool)>, WireError> {
     let mut out = Vec::new();
     for (i, b) in req.binds.iter().enumerate() {
-        let source = Path::new(&b.source);
+        let translated;
+        let source = match view {
+            Some(view) if Path::new(&b.source).is_absolute() => {
+                let (host, writable) =
+                    to_host(view, Path::new(&b.source), &format!("binds[{i}].source"))?;
+                if b.writable && !writable {
+                    return Err(invalid(format!(
+                        "binds[{i}].source {}: the spawning agent cannot write there",
+                        b.source
+                    )));
+                }
+                translated = host;
+                translated.as_path()
+            }
+            _ => Path::new(&b.source),
+        };
         let target = Path::new(b.target());
         if !source.is_absolute() || !target.is_absolute() {
             return Err(invalid(format!(
@@ -679,5 +752,49 @@ impl Drop for Undo<'_> {
             }
         }
         self.agents.release(self.name, self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sandboxed_parent_names_only_what_it_sees() {
+        let host = tempfile::tempdir().unwrap();
+        let proj = host.path().join("proj");
+        fs::create_dir_all(&proj).unwrap();
+        fs::write(proj.join("child.py"), "").unwrap();
+        fs::write(host.path().join("secret"), "").unwrap();
+        std::os::unix::fs::symlink(host.path().join("secret"), proj.join("link")).unwrap();
+        let view = vec![PlanBind {
+            source: proj.clone(),
+            target: PathBuf::from("/srv/app"),
+            writable: false,
+            optional: false,
+        }];
+        let (p, writable) = to_host(&view, Path::new("/srv/app/child.py"), "script").unwrap();
+        assert_eq!(p, proj.join("child.py").canonicalize().unwrap());
+        assert!(!writable);
+        // Outside the view, through `..`, or through a symlink out of the bind: refused.
+        for inside in ["/etc/passwd", "/srv/app/../x", "/srv/app/link"] {
+            let e = to_host(&view, Path::new(inside), "script").unwrap_err();
+            assert!(
+                e.message.contains("not visible to the spawning agent"),
+                "{inside}: {e}"
+            );
+        }
+        // A read-only view cannot be passed on writable.
+        let mut req = SpawnRequest::new("c", "x");
+        req.binds.push(clove_abi::msg::Bind {
+            source: "/srv/app".into(),
+            target: Some("/data".into()),
+            writable: true,
+        });
+        let e = validate_binds(&req, Some(&view)).unwrap_err();
+        assert!(e.message.contains("cannot write there"), "{e}");
+        req.binds[0].writable = false;
+        let binds = validate_binds(&req, Some(&view)).unwrap();
+        assert_eq!(binds[0].0, proj.canonicalize().unwrap());
     }
 }
