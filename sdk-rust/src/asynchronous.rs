@@ -98,6 +98,8 @@ impl AsyncClient {
         self.call(&ExitRequest {}).await.map(drop)
     }
 
+    crate::agents::agent_methods!(async; .await);
+
     /// Queues a typed request without writing it (see [`AsyncClient::flush`]).
     pub fn send<R: Syscall>(&mut self, req: &R) -> Result<(), Error> {
         self.conn.queue(req)

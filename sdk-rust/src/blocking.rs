@@ -110,6 +110,8 @@ impl Client {
         self.call(&ExitRequest {}).map(drop)
     }
 
+    crate::agents::agent_methods!(;);
+
     /// Queues a typed request without writing it (see [`Client::flush`]).
     pub fn send<R: Syscall>(&mut self, req: &R) -> Result<(), Error> {
         self.conn.queue(req)

@@ -31,6 +31,30 @@
 //! }
 //! ```
 //!
+//! Agents have typed methods on both clients: [`Client::spawn`], [`Client::kill`],
+//! [`Client::list`], [`Client::pause`], [`Client::resume`], [`Client::wait`] and
+//! [`Client::logs`]:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use clove_sdk::msg::{AgentRef, LogsRequest, SpawnRequest};
+//!
+//! # fn main() -> Result<(), clove_sdk::Error> {
+//! let mut client = clove_sdk::Client::connect(None)?;
+//! let agent = client.spawn(&SpawnRequest::new("worker", "/srv/agents/worker.py"))?;
+//! println!("agent {} (pid {}), not applied: {:?}", agent.id, agent.pid, agent.isolation.not_applied);
+//! // The client's own timeout must outlast the wait.
+//! client.set_timeout(Some(Duration::from_secs(40)))?;
+//! let done = client.wait(AgentRef::Id(agent.id), Some(Duration::from_secs(30)))?;
+//! if !done.exited {
+//!     client.kill(AgentRef::Id(agent.id))?;
+//! }
+//! let logs = client.logs(&LogsRequest { id: Some(agent.id), ..LogsRequest::default() })?;
+//! print!("{}", logs.text);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! The async client has the same methods as `async fn`s:
 //!
 //! ```no_run
@@ -45,6 +69,7 @@
 
 #![warn(missing_docs)]
 
+mod agents;
 #[cfg(feature = "async")]
 mod asynchronous;
 mod blocking;

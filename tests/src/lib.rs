@@ -349,3 +349,6 @@ impl Kernel {
         Ok((status, err))
     }
 }
+
+/// Running `clove demo` against a test kernel.
+pub mod demo;

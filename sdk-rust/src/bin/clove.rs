@@ -1,8 +1,18 @@
 //! `clove`: the command-line tool for a running Clove kernel.
 //!
 //! Exit status: 0 ok; 1 the kernel answered an error (or the conversation with it failed);
-//! 2 usage error (clap's); 3 the kernel's socket cannot be connected to. Errors go to stderr
-//! as one line, `clove: <message>`.
+//! 2 usage error (clap's); 3 the kernel's socket cannot be connected to. `clove wait` exits
+//! with the agent's status instead (its exit code, 128 + the signal that killed it, 124 when
+//! the timeout ran out). Errors go to stderr as one line, `clove: <what>: <why>`.
+
+// A binary's root looks for its modules next to itself; these live in `clove/`, apart from
+// other binaries.
+#[path = "clove/agents.rs"]
+mod agents;
+#[path = "clove/demo.rs"]
+mod demo;
+#[path = "clove/table.rs"]
+mod table;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -15,6 +25,9 @@ use clove_sdk::{Client, Codec, Error};
 use serde::Serialize;
 use serde_json::Value;
 
+use agents::{Control, RunArgs, Target};
+use demo::DemoArgs;
+
 const AFTER_HELP: &str = "\
 Examples:
   clove status                         kernel and protocol version, features, your id
@@ -22,32 +35,46 @@ Examples:
   clove ping --count 5                 five NOOP round trips, timed
   clove --codec json ping --size 4096  the same over the original's JSON framing
   clove --socket /tmp/clove.sock status
+  clove run agent.py --memory 512M --cpus 0.5 -- --task demo
+  clove ps                             the live agents
+  clove logs -f agent                  follow an agent's output until it exits
+  clove wait agent --timeout 30s       wait for it; exit with its exit status
+  clove kill agent                     SIGTERM, a grace period, then SIGKILL
+  clove demo all                       attack the sandbox, print what held
+
+Agents are named by name or id (digits mean an id).
 
 Socket: --socket, else $CLOVE_SOCKET, else /run/clove/clove.sock (root) or
 $XDG_RUNTIME_DIR/clove/clove.sock (others); /tmp/clove.sock if only that one exists.
 Start a kernel with `clove-kernel`.
 
-Exit status: 0 ok, 1 the kernel answered an error, 2 usage error, 3 cannot connect.";
+Exit status: 0 ok, 1 the kernel answered an error, 2 usage error, 3 cannot connect;
+`clove wait`: the agent's exit code, 128+signal when killed, 124 on timeout;
+`clove demo`: 1 when an attack escaped or could not be judged.";
+
+/// The reply timeout when --timeout is not given.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Talk to a running Clove kernel over its Unix socket.
 #[derive(Debug, Parser)]
 #[command(name = "clove", version, after_help = AFTER_HELP)]
 struct Cli {
     /// The kernel's socket [default: $CLOVE_SOCKET, else the kernel's default socket]
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", display_order = 900)]
     socket: Option<PathBuf>,
 
-    /// Machine-readable output: one JSON object on stdout
-    #[arg(long, global = true)]
+    /// Machine-readable output: JSON on stdout
+    #[arg(long, global = true, display_order = 901)]
     json: bool,
 
     /// Payload codec of the requests (replies use the request's)
-    #[arg(long, global = true, value_enum, default_value_t = CodecArg::Postcard)]
+    #[arg(long, global = true, value_enum, default_value_t = CodecArg::Postcard, display_order = 902)]
     codec: CodecArg,
 
-    /// Give up when a reply takes longer than this many seconds
-    #[arg(long, global = true, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
-    timeout: Duration,
+    /// Give up when a reply takes longer than this (10, 2.5s, 500ms, 1m) [default: 10s];
+    /// for `wait`: how long to wait for the agent [default: as long as it takes]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration, display_order = 903)]
+    timeout: Option<Duration>,
 
     #[command(subcommand)]
     command: Command,
@@ -83,31 +110,150 @@ enum Command {
     },
     /// Show the kernel's version, protocol, codecs, implemented opcodes and your id (HELLO)
     Status,
+    /// Start a script as a sandboxed agent (SPAWN)
+    ///
+    /// Prints the agent's id and host pid, and the isolation in force: namespaces, cgroup
+    /// limits, and by name every requested layer or limit that is NOT applied.
+    #[command(
+        after_help = "Examples:\n  clove run worker.py\n  clove run worker.py --name w1 --memory 128M --cpus 0.25 --pids 32\n  clove run tool.sh --interpreter /bin/sh -- --verbose input.txt"
+    )]
+    Run(RunArgs),
+    /// List the live agents (LIST): ID NAME PID STATE UPTIME
+    Ps {
+        /// Also the exited agents the kernel remembers, with how they ended
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Stop an agent: SIGTERM, its grace period, then SIGKILL (KILL)
+    Kill {
+        /// The agent's name or id (digits mean an id)
+        #[arg(value_name = "NAME|ID")]
+        agent: Target,
+    },
+    /// Freeze an agent (PAUSE)
+    Pause {
+        /// The agent's name or id (digits mean an id)
+        #[arg(value_name = "NAME|ID")]
+        agent: Target,
+    },
+    /// Thaw a paused agent (RESUME)
+    Resume {
+        /// The agent's name or id (digits mean an id)
+        #[arg(value_name = "NAME|ID")]
+        agent: Target,
+    },
+    /// Wait until an agent exits (WAIT), and exit with its status
+    ///
+    /// The exit status is the agent's exit code, 128 + the signal when it was killed, 124
+    /// when --timeout ran out first.
+    Wait {
+        /// The agent's name or id (digits mean an id; an exited agent is found by id only)
+        #[arg(value_name = "NAME|ID")]
+        agent: Target,
+    },
+    /// Print an agent's output, stdout and stderr as written (LOGS)
+    Logs {
+        /// Keep printing new output until the agent exits
+        #[arg(short, long)]
+        follow: bool,
+        /// How many lines from the end to start with
+        #[arg(short = 'n', long, value_name = "LINES", default_value_t = 100)]
+        lines: u32,
+        /// The agent's name or id (digits mean an id; an exited agent is found by id only)
+        #[arg(value_name = "NAME|ID")]
+        agent: Target,
+    },
+    /// Attack the sandbox with adversarial agents and report what held (see --list)
+    #[command(
+        after_help = "Examples:\n  clove demo --list\n  clove demo fork-bomb\n  clove demo all --json\n\nEach demo starts its own targets on this host (loopback listeners, a canary file,\na world-writable dir), a healthy neighbour agent and the attacker, then judges every\nattack from evidence: contained, ESCAPED or ERROR. Exit status 1 unless all contained.\nThe scripts are in the repository's demos/ (see demos/README.md)."
+    )]
+    Demo(DemoArgs),
 }
 
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.parse().map_err(|e| format!("{s}: {e}"))?;
-    match Duration::try_from_secs_f64(secs) {
+/// A duration: seconds (`10`, `2.5`), or a number with a unit (`500ms`, `10s`, `2m`, `1h`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("{s}: unknown unit (use ms, s, m or h)")),
+    };
+    let n: f64 = number.parse().map_err(|_| format!("{s}: not a number"))?;
+    match Duration::try_from_secs_f64(n * scale) {
         Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!("{s}: expected a positive number of seconds")),
+        _ => Err(format!("{s}: expected a positive duration")),
     }
 }
 
-/// Why a command failed.
-enum Failure {
-    Sdk(Error),
+/// Why a command failed, and how `clove` exits for it.
+pub enum Failure {
+    /// An SDK call failed while doing `what` (empty: the error says it all).
+    Call { what: String, err: Error },
+    /// Something else failed: `clove: {what}: {why}`, exit `status`.
+    Other {
+        what: String,
+        why: String,
+        status: u8,
+    },
+    /// Writing to stdout failed.
     Stdout(io::Error),
+    /// Nothing to report: exit with this status (`clove wait`).
+    Exit(u8),
+}
+
+impl Failure {
+    /// `clove: {what}: {why}`, exit 1.
+    pub fn other(what: impl Into<String>, why: impl Into<String>) -> Failure {
+        Failure::Other {
+            what: what.into(),
+            why: why.into(),
+            status: 1,
+        }
+    }
+
+    /// An SDK error while doing `what`.
+    pub fn call(what: impl Into<String>, err: Error) -> Failure {
+        Failure::Call {
+            what: what.into(),
+            err,
+        }
+    }
+
+    /// The same failure with another exit status.
+    pub fn with_status(self, status: u8) -> Failure {
+        match self {
+            Failure::Other { what, why, .. } => Failure::Other { what, why, status },
+            other => other,
+        }
+    }
 }
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
-        Failure::Sdk(e)
+        Failure::call(String::new(), e)
     }
 }
 
 impl From<io::Error> for Failure {
     fn from(e: io::Error) -> Failure {
         Failure::Stdout(e)
+    }
+}
+
+/// `.ctx("kill agent 7")?`: an SDK error, said to have happened while doing that.
+pub trait ResultExt<T> {
+    fn ctx(self, what: &str) -> Result<T, Failure>;
+}
+
+impl<T> ResultExt<T> for Result<T, Error> {
+    fn ctx(self, what: &str) -> Result<T, Failure> {
+        self.map_err(|e| Failure::call(what, e))
     }
 }
 
@@ -121,27 +267,66 @@ fn main() -> ExitCode {
             eprintln!("clove: write to stdout: {e}");
             ExitCode::from(1)
         }
-        Err(Failure::Sdk(e @ Error::Connect { .. })) => {
+        Err(Failure::Call {
+            err: e @ Error::Connect { .. },
+            ..
+        }) => {
             eprintln!(
                 "clove: {e}; is the kernel running? start it with `clove-kernel`, \
                  or name its socket with --socket (or CLOVE_SOCKET)"
             );
             ExitCode::from(3)
         }
-        Err(Failure::Sdk(e)) => {
-            eprintln!("clove: {e}");
+        Err(Failure::Call { what, err }) => {
+            if what.is_empty() {
+                eprintln!("clove: {err}");
+            } else {
+                eprintln!("clove: {what}: {err}");
+            }
             ExitCode::from(1)
         }
+        Err(Failure::Other { what, why, status }) => {
+            eprintln!("clove: {what}: {why}");
+            ExitCode::from(status)
+        }
+        Err(Failure::Exit(status)) => ExitCode::from(status),
     }
 }
 
 fn run(cli: &Cli) -> Result<(), Failure> {
-    let mut client = Client::connect(cli.socket.as_deref())?.with_codec(cli.codec.into());
-    client.set_timeout(Some(cli.timeout))?;
     let mut out = io::stdout().lock();
-    match cli.command {
-        Command::Ping { count, size } => ping(cli, &mut client, &mut out, count, size),
-        Command::Status => status(cli, &mut client, &mut out),
+    // The one command that needs no kernel.
+    if let Command::Demo(args) = &cli.command {
+        if args.list {
+            if cli.json {
+                writeln!(out, "{}", as_json(&demo::list()))?;
+            } else {
+                out.write_all(demo::list_table().as_bytes())?;
+            }
+            return Ok(());
+        }
+        // Usage errors before "cannot connect".
+        demo::check(args)?;
+    }
+    let mut client = Client::connect(cli.socket.as_deref())?.with_codec(cli.codec.into());
+    client.set_timeout(Some(cli.timeout.unwrap_or(DEFAULT_TIMEOUT)))?;
+    let json = cli.json;
+    let c = &mut client;
+    match &cli.command {
+        Command::Ping { count, size } => ping(cli, c, &mut out, *count, *size),
+        Command::Status => status(cli, c, &mut out),
+        Command::Run(args) => agents::run(c, &mut out, json, args),
+        Command::Ps { all } => agents::ps(c, &mut out, json, *all),
+        Command::Kill { agent } => agents::control(c, &mut out, json, Control::Kill, agent),
+        Command::Pause { agent } => agents::control(c, &mut out, json, Control::Pause, agent),
+        Command::Resume { agent } => agents::control(c, &mut out, json, Control::Resume, agent),
+        Command::Wait { agent } => agents::wait(c, &mut out, json, agent, cli.timeout),
+        Command::Logs {
+            follow,
+            lines,
+            agent,
+        } => agents::logs(c, &mut out, json, agent, *lines, *follow),
+        Command::Demo(args) => demo::run(c, &mut out, json, args),
     }
 }
 
@@ -270,7 +455,7 @@ struct StatusReport<'a> {
 
 /// `value` as the JSON codec writes it (optional fields left out, not `null`), in field
 /// order.
-fn as_json<T: Serialize>(value: &T) -> String {
+pub fn as_json<T: Serialize>(value: &T) -> String {
     clove_abi::codec::encode(Codec::Json, value)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
@@ -289,11 +474,17 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_must_be_positive() {
-        assert_eq!(parse_secs("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_secs("0").is_err());
-        assert!(parse_secs("-1").is_err());
-        assert!(parse_secs("x").is_err());
+    fn timeouts_are_positive_durations_with_optional_units() {
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("10 parsecs").is_err());
     }
 
     #[test]
