@@ -91,6 +91,19 @@ fn run(config: Config) -> anyhow::Result<()> {
     // Rust ignores SIGPIPE before main, so a client that vanishes mid-reply is a write error
     // on that connection, never the end of the kernel (the original died of it).
 
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("clove-worker")
+        .build()
+        .context("start the async runtime")?;
+    // Catch SIGTERM/SIGINT before anything is created that a shutdown must undo (sockets,
+    // cgroups): a signal during start-up is then handled by the normal shutdown path, which
+    // runs as soon as serving begins, instead of killing the kernel half set up.
+    let signals = {
+        let _enter = runtime.enter();
+        Signals::install().context("install the SIGTERM/SIGINT handlers")?
+    };
+
     let state = state_dir::StateDir::lock(&config.state_dir)?;
     let group = server::socket::clove_group();
     let mut sockets = vec![server::socket::bind(&config.socket, group)?];
@@ -98,17 +111,12 @@ fn run(config: Config) -> anyhow::Result<()> {
         sockets.push(server::socket::bind(compat, group)?);
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("clove-worker")
-        .build()
-        .context("start the async runtime")?;
     let host = agents::Host::setup(&config, state.path())?;
     let kernel = Arc::new(kernel::Kernel::new(config, host));
     let state_path = state.path().display().to_string();
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        tokio::spawn(wait_for_signal(shutdown.clone()));
+        tokio::spawn(signals.wait(shutdown.clone()));
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             pid = std::process::id(),
@@ -128,24 +136,32 @@ fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!("cannot install signal handlers: {e}");
-            return;
-        }
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!("{name} received: shutting down");
-    shutdown.cancel();
+/// The shutdown signals, registered early.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Registers the handlers (inside a runtime context).
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the first one (also one that arrived before this was called) and cancels
+    /// `shutdown`.
+    async fn wait(mut self, shutdown: CancellationToken) {
+        let name = tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        };
+        tracing::info!("{name} received: shutting down");
+        shutdown.cancel();
+    }
 }
 
 /// Raises the soft open-files limit to the hard limit: every client connection is a file

@@ -95,9 +95,9 @@ fn spawn_without_root_reports_every_missing_layer() {
         "memory",
         "cpu",
         "pids",
-        "net namespace",
-        "pid namespace",
-        "mount namespace",
+        "net_namespace",
+        "pid_namespace",
+        "mnt_namespace",
         "uid",
         "seccomp",
     ] {

@@ -503,8 +503,9 @@ pub struct Isolation {
     #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
     pub degraded_reason: Option<String>,
     /// Extension: the requested limits or layers that are NOT in force, by name: `memory`,
-    /// `cpu`, `pids`, `disk`, `pid_namespace`, `net_namespace`, `mnt_namespace`,
-    /// `uts_namespace` (and later others, e.g. `seccomp`). Empty when everything applied.
+    /// `cpu`, `pids`, `swap`, `freezer`, `disk`, `pid_namespace`, `net_namespace`,
+    /// `mnt_namespace`, `uts_namespace`, `uid`, `seccomp`, `landlock`, `landlock_partial`.
+    /// Empty when everything applied.
     #[serde(default)]
     pub not_applied: Vec<String>,
 }

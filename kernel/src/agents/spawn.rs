@@ -156,7 +156,7 @@ pub async fn spawn(
 
     let root = agents.host.root;
     if !root && !req.network {
-        not_applied.push("net namespace".into());
+        not_applied.push("net_namespace".into());
     }
     let spec = launch_spec(&req, sandboxed, root, &plan, &new_root, uid, gid, log_write)?;
     let launcher = agents.host.launcher.clone();
@@ -180,25 +180,21 @@ pub async fn spawn(
     if sandboxed {
         match started.applied.as_ref().map(|a| a.landlock) {
             Some(LandlockStatus::Full) => {}
-            Some(LandlockStatus::Partial) => not_applied.push("landlock (partial)".into()),
+            Some(LandlockStatus::Partial) => not_applied.push("landlock_partial".into()),
             _ => not_applied.push("landlock".into()),
         }
     } else {
         not_applied.extend(
             [
-                "pid namespace",
-                "mount namespace",
-                "uts namespace",
+                "pid_namespace",
+                "mnt_namespace",
+                "uts_namespace",
                 "uid",
                 "seccomp",
                 "landlock",
             ]
             .map(String::from),
         );
-        if req.sandboxed {
-            // Asked for a sandbox the host cannot give.
-            not_applied.push("sandbox (kernel not running as root)".into());
-        }
     }
     let isolation = isolation(
         &req,
@@ -684,6 +680,9 @@ fn isolation(
     };
     let degraded_reason = (!not_applied.is_empty()).then(|| {
         let mut why = format!("not in force: {}", not_applied.join(", "));
+        if req.sandboxed && !sandboxed {
+            why.push_str("; no sandbox: the kernel is not running as root");
+        }
         if let Some(missing) = &agents.host.cgroups_missing {
             why.push_str(&format!("; cgroups: {missing}"));
         }
