@@ -3,6 +3,12 @@
 //!
 //! Every kernel started here has its own state dir and sockets and no compat socket, so tests
 //! run in parallel and leftovers of an interrupted run cannot interfere.
+//!
+//! The agent tests (SPAWN and friends) run as root only ([`agents_can_run`] prints `SKIP`
+//! otherwise). The heavy ones (fork bomb, memory hog, shutdown with many agents) take
+//! [`heavy_test_lock`], a `flock` on [`HEAVY_TEST_LOCK`], so they never overlap, within one
+//! test binary or across concurrent `cargo test` runs; the light ones run in parallel. Agent
+//! output is read through [`agent_output`] only, so its location can change in one place.
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
@@ -132,10 +138,16 @@ impl Kernel {
         Ok(k)
     }
 
+    /// Ready means answering HELLO and catching SIGTERM, not merely accepting connections:
+    /// the kernel listens before its start-up (interpreter, cgroup subtree) is done and
+    /// installs its SIGTERM handler from a task that may run after it first answers, and a
+    /// SIGTERM before that kills it without cleaning up: its cgroup subtree stays on the host
+    /// (see tests/tests/kernel_sigterm_during_startup_cleans_up.rs).
     fn wait_ready(&mut self, limit: Duration) -> Result<()> {
         let start = Instant::now();
+        let pid = self.pid() as i32;
         loop {
-            if UnixStream::connect(&self.socket).is_ok() {
+            if hello_on_new_connection(&self.socket).is_ok() && catches_signal(pid, libc::SIGTERM) {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut() {
@@ -180,6 +192,19 @@ impl Kernel {
         }
         Ok((status, err))
     }
+}
+
+/// Whether process `pid` has a handler installed for `sig` (its `SigCgt` mask in
+/// /proc/`pid`/status).
+pub fn catches_signal(pid: i32, sig: libc::c_int) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| sig >= 1 && mask & (1u64 << (sig - 1)) != 0)
 }
 
 fn signal(child: &Child, sig: libc::c_int) {
@@ -348,6 +373,344 @@ impl Kernel {
         }
         Ok((status, err))
     }
+}
+
+// Helpers for the agent (sandbox) tests in tests/tests/: gating, serialisation, scripts,
+// agent output and host-side observations (processes, cgroups, mounts).
+
+use std::collections::BTreeMap;
+
+use clove_abi::msg::{
+    AgentEntry, KillRequest, ListRequest, SpawnReply, SpawnRequest, WaitReply, WaitRequest,
+};
+use clove_sdk::Client;
+
+/// Whether an agent test can run here: root (namespaces, uid switch, cgroups) and a
+/// `python3` to run the agent scripts. Otherwise prints `SKIP: <test>: <reason>` straight to
+/// the process's stderr (the harness captures `eprintln!`, and a skip must be seen) and
+/// returns false; the test then returns without asserting anything.
+pub fn agents_can_run(test: &str) -> bool {
+    let reason = if !nix::unistd::geteuid().is_root() {
+        Some("needs root (namespaces, agent uids, cgroups)")
+    } else if Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        Some("python3 not found")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => {
+            let _ = writeln!(std::io::stderr(), "SKIP: {test}: {reason}");
+            false
+        }
+        None => true,
+    }
+}
+
+/// An exclusive lock that serialises the heavy agent tests (fork bomb, memory hog, kernel
+/// shutdown with many agents): held from [`heavy_test_lock`] until dropped.
+///
+/// cargo runs test binaries one after the other but the tests of one binary in parallel, and
+/// several `cargo test` runs (other clones, CI jobs) may share the machine. A `flock` on one
+/// well-known file covers both cases, and the kernel releases it when the process dies, so an
+/// interrupted run never leaves it held.
+pub struct HeavyTestLock {
+    _file: std::fs::File,
+}
+
+/// The lock file of [`heavy_test_lock`].
+pub const HEAVY_TEST_LOCK: &str = "/tmp/clove-e2e.lock";
+
+/// Waits for and takes the heavy-test lock (see [`HeavyTestLock`]).
+pub fn heavy_test_lock() -> Result<HeavyTestLock> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(HEAVY_TEST_LOCK)
+        .with_context(|| format!("open {HEAVY_TEST_LOCK}"))?;
+    loop {
+        // SAFETY: flock(2) on a descriptor we own for the duration of the call.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if r == 0 {
+            return Ok(HeavyTestLock { _file: file });
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e).with_context(|| format!("flock {HEAVY_TEST_LOCK}"));
+        }
+    }
+}
+
+/// The absolute path of a script in tests/python/.
+pub fn python_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
+}
+
+/// A blocking SDK client on the kernel's main socket that gives up on a reply after 60 s
+/// (no test call should come near that; it turns a hang into a failure).
+pub fn client(kernel: &Kernel) -> Result<Client> {
+    let mut c = Client::connect(Some(&kernel.socket))?;
+    c.set_timeout(Some(Duration::from_secs(60)))?;
+    Ok(c)
+}
+
+/// A SPAWN request for tests/python/`script` named `name`, every other field at its default
+/// (sandboxed, default limits).
+pub fn spawn_request(name: &str, script: &str) -> SpawnRequest {
+    SpawnRequest::new(name, python_script(script).to_string_lossy())
+}
+
+/// SPAWN that must succeed.
+pub fn spawn_ok(client: &mut Client, req: &SpawnRequest) -> Result<SpawnReply> {
+    client
+        .call(req)
+        .with_context(|| format!("SPAWN {} ({})", req.name, req.script))
+}
+
+/// WAIT for agent `id`, up to `timeout`; fails unless the agent has exited by then.
+pub fn wait_exit(client: &mut Client, id: u32, timeout: Duration) -> Result<WaitReply> {
+    let reply = client
+        .call(&WaitRequest {
+            id: Some(id),
+            name: None,
+            timeout_ms: Some(timeout.as_millis() as u64),
+        })
+        .with_context(|| format!("WAIT agent {id}"))?;
+    if !reply.success || !reply.exited {
+        bail!("agent {id} has not exited within {timeout:?}: {reply:?}");
+    }
+    Ok(reply)
+}
+
+/// KILL agent `id`.
+pub fn kill_agent(client: &mut Client, id: u32) -> Result<()> {
+    let reply = client
+        .call(&KillRequest {
+            id: Some(id),
+            name: None,
+        })
+        .with_context(|| format!("KILL agent {id}"))?;
+    if !reply.success || !reply.killed || reply.agent_id != id {
+        bail!("KILL agent {id}: {reply:?}");
+    }
+    Ok(())
+}
+
+/// LIST: the live agents.
+pub fn list_agents(client: &mut Client) -> Result<Vec<AgentEntry>> {
+    Ok(client.call(&ListRequest::default()).context("LIST")?.0)
+}
+
+/// Everything agent `id` wrote to stdout and stderr so far.
+///
+/// The one place that knows where agent output lives (today the kernel writes it to
+/// `<state dir>/agents/<id>/output.log`); when the LOGS opcode takes over, only this changes.
+pub fn agent_output(kernel: &Kernel, id: u32) -> Result<String> {
+    let path = kernel
+        .state_dir
+        .join("agents")
+        .join(id.to_string())
+        .join("output.log");
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        // Not created yet: no output yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
+/// Polls agent `id`'s output until a complete line starts with `prefix`; returns the rest of
+/// the first such line. Fails with the whole output after `limit`.
+pub fn wait_output_line(kernel: &Kernel, id: u32, prefix: &str, limit: Duration) -> Result<String> {
+    let start = Instant::now();
+    loop {
+        let out = agent_output(kernel, id)?;
+        // Only whole lines: the agent may be halfway through writing the last one.
+        let whole = out.rsplit_once('\n').map_or("", |(done, _)| done);
+        if let Some(line) = whole.lines().find_map(|l| l.strip_prefix(prefix)) {
+            return Ok(line.to_owned());
+        }
+        if start.elapsed() > limit {
+            bail!("agent {id} printed no line starting with {prefix:?} within {limit:?}; its output:\n{out}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The last `COUNT <n>` that agent `id` (running tests/python/agent_counter.py) printed.
+pub fn last_count(kernel: &Kernel, id: u32) -> Result<u64> {
+    let out = agent_output(kernel, id)?;
+    // Only whole lines: the counter may be halfway through writing the last one.
+    let whole = out.rsplit_once('\n').map_or("", |(done, _)| done);
+    Ok(whole
+        .lines()
+        .rev()
+        .filter_map(|l| l.strip_prefix("COUNT "))
+        .find_map(|n| n.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+/// Whether a process with host pid `pid` exists (zombies count: they are not gone yet).
+pub fn pid_exists(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The fields of /proc/`pid`/status; `None` when the process is gone.
+pub fn proc_status(pid: i32) -> Option<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+            .collect(),
+    )
+}
+
+/// The real uid of process `pid` (first field of its `Uid:` line).
+pub fn proc_uid(pid: i32) -> Option<u32> {
+    proc_status(pid)?
+        .get("Uid")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Host pids of every process on the host, with their status fields.
+fn all_processes() -> Vec<(i32, BTreeMap<String, String>)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| Some((pid, proc_status(pid)?)))
+        .collect()
+}
+
+/// Host pids of the children of `pid` (from every process's `PPid`).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let ppid = pid.to_string();
+    let mut kids: Vec<i32> = all_processes()
+        .into_iter()
+        .filter(|(_, st)| st.get("PPid") == Some(&ppid))
+        .map(|(p, _)| p)
+        .collect();
+    kids.sort_unstable();
+    kids
+}
+
+/// Host pids of every process whose real uid is `uid`, with their `State` line.
+pub fn processes_of_uid(uid: u32) -> Vec<(i32, String)> {
+    all_processes()
+        .into_iter()
+        .filter(|(_, st)| {
+            st.get("Uid")
+                .and_then(|u| u.split_whitespace().next())
+                .and_then(|u| u.parse::<u32>().ok())
+                == Some(uid)
+        })
+        .map(|(p, st)| (p, st.get("State").cloned().unwrap_or_default()))
+        .collect()
+}
+
+/// The uid a sandboxed agent's script runs as: that of the first child of its init (the
+/// SPAWN pid), which is the agent process. Waits up to 10 s for the child to appear.
+pub fn sandboxed_agent_uid(init_pid: i32) -> Result<u32> {
+    let start = Instant::now();
+    loop {
+        if let Some(uid) = children_of(init_pid).into_iter().find_map(proc_uid) {
+            return Ok(uid);
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("init {init_pid} has no child process after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A cgroup mount: its mount point, the root of the hierarchy it shows, and its super options
+/// (the controllers of a v1 hierarchy, `name=...`), or `None` options for cgroup2.
+struct CgroupMount {
+    point: PathBuf,
+    root: PathBuf,
+    v1_options: Option<Vec<String>>,
+}
+
+fn cgroup_mounts() -> Vec<CgroupMount> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|line| {
+            // `id parent maj:min root point opts [optional...] - fstype source superopts`
+            let (head, tail) = line.split_once(" - ")?;
+            let head: Vec<&str> = head.split(' ').collect();
+            let tail: Vec<&str> = tail.split(' ').collect();
+            let (root, point) = (head.get(3)?, head.get(4)?);
+            let v1_options = match *tail.first()? {
+                "cgroup" => Some(tail.get(2)?.split(',').map(str::to_owned).collect()),
+                "cgroup2" => None,
+                _ => return None,
+            };
+            Some(CgroupMount {
+                point: PathBuf::from(point),
+                root: PathBuf::from(root),
+                v1_options,
+            })
+        })
+        .collect()
+}
+
+/// The host directories of the cgroups process `pid` is in, one per hierarchy (v1
+/// controllers, named v1 hierarchies and cgroup2), as seen through this process's mounts.
+/// Empty when the process is gone.
+pub fn cgroup_dirs_of(pid: i32) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return Vec::new();
+    };
+    let mounts = cgroup_mounts();
+    let mut dirs = Vec::new();
+    for line in text.lines() {
+        // `hierarchy-id:controller-list:path`; the list is empty for cgroup2.
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let mount = mounts.iter().find(|m| match &m.v1_options {
+            None => controllers.is_empty(),
+            Some(opts) => {
+                !controllers.is_empty()
+                    && controllers.split(',').all(|c| opts.iter().any(|o| o == c))
+            }
+        });
+        let Some(mount) = mount else { continue };
+        let Ok(rel) = Path::new(path).strip_prefix(&mount.root) else {
+            continue;
+        };
+        dirs.push(mount.point.join(rel));
+    }
+    dirs
+}
+
+/// Mount points (from /proc/self/mountinfo) at or below `dir`.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(dir))
+        .collect()
 }
 
 /// Running `clove demo` against a test kernel.

@@ -241,6 +241,7 @@ fn valid_payload(op: Opcode) -> Value {
         Opcode::SetAuditConfig => json!({"max_entries": 100, "log_ipc": true}),
         Opcode::MetricsAgent => json!({"agent_id": 1}),
         Opcode::LlmReport => json!({"tokens": 10, "success": true}),
+        Opcode::Wait | Opcode::Logs => json!({"name": "probe"}),
         other => panic!("no valid payload known for {other}"),
     }
 }
