@@ -1,30 +1,50 @@
 //! `clove-bench`: whole-system figures for the Clove kernel, with a baseline measured in the
 //! same run (see DESIGN.md, "Tests and measurements").
 //!
-//! One run measures:
-//! 1. NOOP round-trip latency, one connection doing sequential request → reply round trips,
+//! A run measures these parts (all by default; `clove-bench spawn kill` or `--only noop` picks):
+//! 1. `noop`: NOOP round-trip latency, one connection doing sequential request → reply round trips,
 //!    against the kernel (JSON frames, postcard frames) and against a bare frame echo server
 //!    (blocking std `UnixListener`, a thread per connection) started in-process: the physical
 //!    floor. The same minimal blocking client drives every target, so the server is the only
-//!    variable. Targets alternate in blocks (kernel-json, echo, kernel-postcard, echo, rotated
-//!    each round) and each figure is the median over the blocks, which cancels most machine
-//!    noise. Each block runs under one or more CPU placements (`--placement`): `free` (the
-//!    scheduler places the threads: what a client gets) and `same` (client and server threads
-//!    pinned to one CPU: the code path alone, without cross-CPU wake-ups, which on a small VM
-//!    cost tens of microseconds and depend on how the server waits for input).
-//! 2. Throughput: `--conns` connections each doing NOOPs (sequential, or `--depth` per write)
-//!    for `--duration` seconds; total requests per second; median over `--tp-rounds` rounds.
-//! 3. The kernel's resident memory (VmRSS) idle right after start, and with `--rss-conns`
-//!    connections open, each having been served one NOOP.
+//!    variable. Targets alternate in blocks (kernel-json, echo, kernel-postcard, echo, rotated each
+//!    round) and each figure is the median over the blocks, which cancels most machine noise. Each
+//!    block runs under one or more CPU placements (`--placement`): `free` (the scheduler places the
+//!    threads: what a client gets) and `same` (client and server threads pinned to one CPU: the
+//!    code path alone, without cross-CPU wake-ups, which on a small VM cost tens of microseconds
+//!    and depend on how the server waits for input).
+//! 2. `noop`, throughput: `--conns` connections each doing NOOPs (sequential, or `--depth` per
+//!    write) for `--duration` seconds; total requests per second; median over `--tp-rounds`
+//!    rounds.
+//! 3. `noop`, memory: the kernel's resident memory (VmRSS) idle right after start, and with
+//!    `--rss-conns` connections open, each having been served one NOOP.
+//! 4. `spawn`: SPAWN of a sandboxed `/bin/true` until WAIT reports its exit, and the SPAWN reply
+//!    alone, against `unshare --fork --pid --mount --uts --ipc --net /bin/true` run from the
+//!    bench, interleaved per round.
+//! 5. `kill`: KILL of a sleeping sandboxed Python agent (no signal handler), request → reply,
+//!    against SIGTERM and waitpid of the same interpreter as a plain child.
+//! 6. `idle`: `--idle-agents` sleeping sandboxed agents at once: time to spawn them all, the
+//!    kernel's RSS before and with them (per-agent cost), time to kill them all, and a check
+//!    that nothing is left.
 //!
-//! Run it in release: `cargo run --release -p clove-tests --bin clove-bench -- [--quick] [--json]`.
+//! The agent parts need root (sandboxed agents); without it they are skipped and say why. Each
+//! part starts its own kernel on a temporary socket and state dir (see [`clove_tests::Kernel`]).
+//!
+//! Run it in release:
+//! `cargo run --release -p clove-tests --bin clove-bench -- [PART...] [--quick] [--json]`.
 
 mod bench {
     pub mod affinity;
+    pub mod agents;
     pub mod client;
     pub mod echo;
     pub mod epoll_echo;
+    pub mod procfs;
     pub mod stats;
+
+    /// One progress line on stderr.
+    pub fn progress(args: std::fmt::Arguments<'_>) {
+        eprintln!("clove-bench: {args}");
+    }
 }
 
 use std::path::Path;
@@ -39,24 +59,45 @@ use clove_tests::{Kernel, KernelOpts};
 use serde_json::json;
 
 use bench::affinity;
+use bench::agents::{self, AgentConfig, IdleResult, KillResult, SleepScript, SpawnResult};
 use bench::client::{Client, Pipelined};
 use bench::echo::EchoServer;
 use bench::epoll_echo;
+use bench::procfs::{proc_status, ProcStatus};
+use bench::progress;
 use bench::stats::{median, summarize, Summary};
 
 /// The project's goals, reported against.
 const GOAL_P50_RATIO: f64 = 1.3;
 const GOAL_IDLE_RSS_BYTES: f64 = 10_000_000.0;
+/// SPAWN → exit no slower than the `unshare` baseline.
+const GOAL_SPAWN_RATIO: f64 = 1.0;
+/// KILL request → reply, p99.
+const GOAL_KILL_P99_MS: f64 = 100.0;
+/// What the original C++ kernel took, for reference.
+const ORIGINAL_SPAWN_MS: f64 = 5.0;
+const ORIGINAL_KILL_MS: f64 = 5_000.0;
 
-/// Whole-system benchmark of clove-kernel against a bare Unix-socket frame echo server.
+/// Whole-system benchmark of clove-kernel, each figure next to a baseline from the same run.
 ///
-/// Measures NOOP round-trip latency (p50/p99/mean/min), multi-connection throughput and the
-/// kernel's resident memory, and prints kernel/echo ratios. Build and run in release:
-/// `cargo run --release -p clove-tests --bin clove-bench -- [options]`. Progress goes to stderr;
-/// the results table (or, with --json, one JSON object) to stdout. Defaults take about 40 s.
+/// Parts: `noop` (NOOP round-trip latency and multi-connection throughput against a bare
+/// Unix-socket frame echo server, and the kernel's resident memory), `spawn` (SPAWN of a
+/// sandboxed /bin/true until its exit, against `unshare ... /bin/true`), `kill` (KILL of a
+/// sleeping sandboxed Python agent, against SIGTERM to a plain child) and `idle` (many idle
+/// sandboxed agents: spawn time, kernel memory per agent, kill time, nothing left). The agent
+/// parts need root. Build and run in release:
+/// `cargo run --release -p clove-tests --bin clove-bench -- [PART...] [options]`. Progress goes
+/// to stderr; the results table (or, with --json, one JSON object) to stdout. Defaults take
+/// about 40 s for `noop` and about a minute for the agent parts.
 #[derive(Parser, Debug)]
 #[command(name = "clove-bench", version)]
 struct Args {
+    /// Parts to run [default: all]. `--only` does the same.
+    #[arg(value_enum, value_name = "PART")]
+    parts: Vec<Part>,
+    /// Parts to run, comma-separated [default: all].
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "PART,...")]
+    only: Vec<Part>,
     /// Timed round trips per latency block (one block = one target, one connection)
     /// [default: 20000; --quick: 2000].
     #[arg(long, value_name = "N")]
@@ -98,6 +139,24 @@ struct Args {
     /// Client connections held open for the loaded RSS figure.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     rss_conns: usize,
+    /// spawn: timed rounds, each one SPAWN → exit and one `unshare` run
+    /// [default: 150; --quick: 20].
+    #[arg(long, value_name = "N")]
+    spawn_runs: Option<usize>,
+    /// spawn: untimed rounds first [default: 10; --quick: 3].
+    #[arg(long, value_name = "N")]
+    spawn_warmup: Option<usize>,
+    /// kill: timed rounds, each one KILL and one SIGTERM baseline, after one untimed round
+    /// [default: 30; --quick: 5].
+    #[arg(long, value_name = "N")]
+    kill_runs: Option<usize>,
+    /// idle: sleeping agents held at once [default: 500; --quick: 50].
+    #[arg(long, value_name = "N")]
+    idle_agents: Option<usize>,
+    /// The Python interpreter the agent parts' kernels run agents with (their `--python`),
+    /// also run by the KILL baseline [default: the kernel's default, python3].
+    #[arg(long, value_name = "PROGRAM")]
+    agent_python: Option<String>,
     /// Smoke-check mode: far fewer iterations and shorter runs (explicit options still win).
     /// Its `free` latency figures are not comparable with a full run's: blocks of a few
     /// milliseconds end before the scheduler's load balancing has settled thread placement.
@@ -115,9 +174,40 @@ struct Args {
     kernel_env: Vec<String>,
 }
 
+/// The parts of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    /// NOOP latency and throughput against the bare echo; kernel RSS with connections.
+    Noop,
+    /// SPAWN of a sandboxed /bin/true until its exit, against `unshare ... /bin/true`.
+    Spawn,
+    /// KILL of a sleeping sandboxed Python agent, against SIGTERM to a plain child.
+    Kill,
+    /// Many idle sandboxed agents at once (`--idle-agents`).
+    Idle,
+}
+
+impl Part {
+    const ALL: [Part; 4] = [Part::Noop, Part::Spawn, Part::Kill, Part::Idle];
+
+    fn name(self) -> &'static str {
+        match self {
+            Part::Noop => "noop",
+            Part::Spawn => "spawn",
+            Part::Kill => "kill",
+            Part::Idle => "idle",
+        }
+    }
+}
+
 /// Resolved settings.
 #[derive(Debug, Clone)]
 struct Config {
+    /// The parts to run, in the order they run.
+    parts: Vec<Part>,
+    agents: AgentConfig,
+    /// Set by --agent-python: passed to the agent parts' kernels as `--python`.
+    agent_python: Option<String>,
     iters: usize,
     warmup: usize,
     rounds: usize,
@@ -142,7 +232,24 @@ impl Config {
         if !(secs.is_finite() && secs > 0.0) {
             bail!("--duration must be a positive number of seconds");
         }
+        let asked: Vec<Part> = a.parts.iter().chain(&a.only).copied().collect();
         let c = Config {
+            // Always in the canonical order: NOOP first, on a machine with no agents yet.
+            parts: Part::ALL
+                .into_iter()
+                .filter(|p| asked.is_empty() || asked.contains(p))
+                .collect(),
+            agents: AgentConfig {
+                spawn_runs: pick(a.spawn_runs, 150, 20),
+                spawn_warmup: pick(a.spawn_warmup, 10, 3),
+                kill_runs: pick(a.kill_runs, 30, 5),
+                idle_agents: pick(a.idle_agents, 500, 50),
+                python: a
+                    .agent_python
+                    .clone()
+                    .unwrap_or_else(|| clove_abi::msg::DEFAULT_PYTHON.to_owned()),
+            },
+            agent_python: a.agent_python.clone(),
             iters: pick(a.iters, 20_000, 2_000),
             warmup: pick(a.warmup, 2_000, 200),
             rounds: pick(a.rounds, 5, 3),
@@ -170,6 +277,10 @@ impl Config {
         }
         if c.iters == 0 || c.rounds == 0 || c.conns == 0 || c.depth == 0 || c.tp_rounds == 0 {
             bail!("--iters, --rounds, --conns, --depth and --tp-rounds must be at least 1");
+        }
+        let g = &c.agents;
+        if g.spawn_runs == 0 || g.kill_runs == 0 || g.idle_agents == 0 {
+            bail!("--spawn-runs, --kill-runs and --idle-agents must be at least 1");
         }
         if c.payload as u64 > clove_abi::frame::DEFAULT_MAX_PAYLOAD {
             bail!(
@@ -207,41 +318,41 @@ fn main() -> Result<()> {
     }
     let fd_limit = raise_fd_limit()?;
     let started = Instant::now();
+    let load_at_start = load_average();
 
-    let kernel_bin = clove_tests::kernel_bin();
-    progress(format_args!("kernel binary: {}", kernel_bin.display()));
-    let payload: Vec<u8> = (0..cfg.payload).map(|i| b'a' + (i % 26) as u8).collect();
+    // Decided before anything is built or started, so a run without root that asks only for
+    // agent parts says why and ends.
+    let skipped = skipped_parts(&cfg);
+    let run: Vec<Part> = cfg
+        .parts
+        .iter()
+        .copied()
+        .filter(|p| !skipped.iter().any(|(s, _)| s == p))
+        .collect();
+    if !run.is_empty() {
+        let kernel_bin = clove_tests::kernel_bin();
+        progress(format_args!("kernel binary: {}", kernel_bin.display()));
+        progress(format_args!(
+            "parts: {}",
+            run.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+        ));
+    }
 
-    let rss = measure_rss(&cfg, &payload, fd_limit).context("RSS measurement")?;
-
-    let kernel = start_kernel(&cfg, None).context("start the kernel")?;
-    let echo = EchoServer::start().context("start the echo server")?;
-    let epoll_echo = if cfg.epoll_echo {
-        Some(epoll_echo::start().context("start the epoll echo server")?)
+    let noop = if run.contains(&Part::Noop) {
+        Some(run_noop(&cfg, fd_limit)?)
     } else {
         None
     };
-    let latency = measure_latency(
-        &cfg,
-        &payload,
-        &kernel,
-        &echo.path,
-        epoll_echo.as_ref().map(|e| e.path.as_path()),
-    )
-    .context("latency measurement")?;
-    let throughput = measure_throughput(&cfg, &payload, &kernel.socket, &echo.path)
-        .context("throughput measurement")?;
-    drop(epoll_echo);
-    drop(echo);
-    drop(kernel);
+    let mut agents = run_agent_parts(&cfg, &run)?;
+    agents.skipped = skipped;
 
     let report = Report {
         profile,
         cfg,
-        latency,
-        throughput,
-        rss,
+        noop,
+        agents,
         elapsed: started.elapsed(),
+        load_at_start,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
@@ -251,8 +362,103 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn progress(args: std::fmt::Arguments<'_>) {
-    eprintln!("clove-bench: {args}");
+/// The `noop` part: latency, throughput, memory.
+fn run_noop(cfg: &Config, fd_limit: u64) -> Result<NoopResults> {
+    let payload: Vec<u8> = (0..cfg.payload).map(|i| b'a' + (i % 26) as u8).collect();
+
+    let rss = measure_rss(cfg, &payload, fd_limit).context("RSS measurement")?;
+
+    let kernel = start_kernel(cfg, None).context("start the kernel")?;
+    let echo = EchoServer::start().context("start the echo server")?;
+    let epoll_echo = if cfg.epoll_echo {
+        Some(epoll_echo::start().context("start the epoll echo server")?)
+    } else {
+        None
+    };
+    let latency = measure_latency(
+        cfg,
+        &payload,
+        &kernel,
+        &echo.path,
+        epoll_echo.as_ref().map(|e| e.path.as_path()),
+    )
+    .context("latency measurement")?;
+    let throughput = measure_throughput(cfg, &payload, &kernel.socket, &echo.path)
+        .context("throughput measurement")?;
+    Ok(NoopResults {
+        latency,
+        throughput,
+        rss,
+    })
+}
+
+/// Results of the agent parts; a part not asked for is `None` and not in `skipped`.
+#[derive(Default)]
+struct AgentResults {
+    spawn: Option<SpawnResult>,
+    kill: Option<KillResult>,
+    idle: Option<IdleResult>,
+    /// Parts asked for but not run, and why.
+    skipped: Vec<(Part, String)>,
+}
+
+/// The parts asked for that cannot run here, and why: the agent parts without root.
+fn skipped_parts(cfg: &Config) -> Vec<(Part, String)> {
+    let agent_parts: Vec<Part> = cfg
+        .parts
+        .iter()
+        .copied()
+        .filter(|&p| p != Part::Noop)
+        .collect();
+    let euid = nix::unistd::geteuid();
+    if agent_parts.is_empty() || euid.is_root() {
+        return Vec::new();
+    }
+    let why = format!(
+        "sandboxed agents need root (namespaces, cgroups, a uid per agent) and this bench runs \
+         as uid {euid}; run it as root"
+    );
+    progress(format_args!(
+        "skipping {}: {why}",
+        agent_parts
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    agent_parts.into_iter().map(|p| (p, why.clone())).collect()
+}
+
+/// The agent parts among `run`, each on a fresh kernel.
+fn run_agent_parts(cfg: &Config, run: &[Part]) -> Result<AgentResults> {
+    let mut out = AgentResults::default();
+    let parts: Vec<Part> = run.iter().copied().filter(|&p| p != Part::Noop).collect();
+    if parts.is_empty() {
+        return Ok(out);
+    }
+    let script = SleepScript::create()?;
+    let g = &cfg.agents;
+    for part in parts {
+        let kernel = start_agent_kernel(cfg).with_context(|| format!("{}: start", part.name()))?;
+        match part {
+            Part::Spawn => {
+                out.spawn = Some(agents::measure_spawn(&kernel, g).context("SPAWN measurement")?);
+            }
+            Part::Kill => {
+                out.kill = Some(
+                    agents::measure_kill(&kernel, g, &script.path).context("KILL measurement")?,
+                );
+            }
+            Part::Idle => {
+                out.idle = Some(
+                    agents::measure_idle(&kernel, g, &script.path)
+                        .context("idle agents measurement")?,
+                );
+            }
+            Part::Noop => {}
+        }
+    }
+    Ok(out)
 }
 
 /// Raises the soft open-files limit to the hard one (kernels started later inherit it);
@@ -264,6 +470,21 @@ fn raise_fd_limit() -> Result<u64> {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("setrlimit(RLIMIT_NOFILE)")?;
     }
     Ok(hard)
+}
+
+/// A kernel for the agent parts: `--python` from `--agent-python`, then the extra flags.
+fn start_agent_kernel(cfg: &Config) -> Result<Kernel> {
+    let mut args = Vec::new();
+    if let Some(p) = &cfg.agent_python {
+        args.push("--python".to_owned());
+        args.push(p.clone());
+    }
+    args.extend(cfg.kernel_args.iter().cloned());
+    Kernel::start_with(KernelOpts {
+        args,
+        env: cfg.kernel_env.clone(),
+        ..KernelOpts::default()
+    })
 }
 
 fn start_kernel(cfg: &Config, max_connections: Option<usize>) -> Result<Kernel> {
@@ -614,33 +835,6 @@ fn measure_throughput(
 // ---------------------------------------------------------------------------------------------
 // Memory
 
-/// Figures from /proc/<pid>/status.
-#[derive(Debug, Clone, Copy)]
-struct ProcStatus {
-    rss_kib: u64,
-    hwm_kib: u64,
-    threads: u64,
-}
-
-fn proc_status(pid: u32) -> Result<ProcStatus> {
-    let path = format!("/proc/{pid}/status");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-    let field = |key: &str| -> Result<u64> {
-        let line = text
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .with_context(|| format!("{key} missing from {path}"))?;
-        let num = line.trim().trim_end_matches("kB").trim();
-        num.parse()
-            .with_context(|| format!("{key} in {path}: {line:?}"))
-    };
-    Ok(ProcStatus {
-        rss_kib: field("VmRSS:")?,
-        hwm_kib: field("VmHWM:")?,
-        threads: field("Threads:")?,
-    })
-}
-
 struct RssResult {
     idle: ProcStatus,
     loaded: ProcStatus,
@@ -683,20 +877,38 @@ fn measure_rss(cfg: &Config, payload: &[u8], fd_limit: u64) -> Result<RssResult>
 // ---------------------------------------------------------------------------------------------
 // Report
 
-struct Report {
-    profile: &'static str,
-    cfg: Config,
+/// Results of the `noop` part.
+struct NoopResults {
     latency: Vec<LatencyResult>,
     throughput: Vec<ThroughputResult>,
     rss: RssResult,
+}
+
+/// The whole run.
+struct Report {
+    profile: &'static str,
+    cfg: Config,
+    noop: Option<NoopResults>,
+    agents: AgentResults,
     elapsed: Duration,
+    /// /proc/loadavg's 1, 5 and 15 minute figures when the run started: other work on the
+    /// machine shows here (the baselines absorb it, the absolute figures do not).
+    load_at_start: String,
+}
+
+/// The `noop` part's results with the settings they were measured with.
+struct NoopReport<'a> {
+    cfg: &'a Config,
+    latency: &'a [LatencyResult],
+    throughput: &'a [ThroughputResult],
+    rss: &'a RssResult,
 }
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-impl Report {
+impl NoopReport<'_> {
     fn lat(&self, placement: Placement, name: &str) -> Option<&LatencyResult> {
         self.latency
             .iter()
@@ -754,15 +966,9 @@ impl Report {
     }
 
     fn print_table(&self) {
-        let c = &self.cfg;
+        let c = self.cfg;
         println!();
-        println!(
-            "clove-bench ({} build, {} CPUs, Linux {}): NOOP, payload {} B",
-            self.profile,
-            cpus(),
-            os_release(),
-            c.payload
-        );
+        println!("NOOP, payload {} B", c.payload);
         println!(
             "latency: 1 connection, sequential round trips; {} rounds x {} per target and \
              placement (p50/p99: median over rounds; mean/min: all samples)",
@@ -781,7 +987,7 @@ impl Report {
             "{:<10} {:<20} {:>9} {:>9} {:>9} {:>9} {:>16}",
             "placement", "target", "p50 µs", "p99 µs", "mean µs", "min µs", "throughput req/s"
         );
-        for l in &self.latency {
+        for l in self.latency {
             let tp = match (l.placement, l.name) {
                 (p, _) if p != c.placements[0] => String::new(),
                 (_, "kernel-json") => format!("{:.0}", self.tp("kernel-json")),
@@ -863,12 +1069,11 @@ impl Report {
             mib(r.loaded.hwm_kib),
             r.loaded.threads
         );
-        println!();
-        println!("total bench time {:.1} s", self.elapsed.as_secs_f64());
     }
 
+    /// The `noop` part's keys of the JSON report.
     fn to_json(&self) -> serde_json::Value {
-        let c = &self.cfg;
+        let c = self.cfg;
         let us = |ns: f64| (ns / 10.0).round() / 100.0;
         let ratio = |r: f64| (r * 1000.0).round() / 1000.0;
         let mut latency = serde_json::Map::new();
@@ -953,24 +1158,6 @@ impl Report {
             .collect();
         let r = &self.rss;
         json!({
-            "bench": "clove-bench",
-            "profile": self.profile,
-            "host": { "cpus": cpus(), "linux": os_release() },
-            "config": {
-                "payload_bytes": c.payload,
-                "latency_rounds": c.rounds,
-                "latency_iters_per_block": c.iters,
-                "latency_warmup_per_block": c.warmup,
-                "latency_placements": c.placements.iter().map(|p| p.name()).collect::<Vec<_>>(),
-                "throughput_conns": c.conns,
-                "throughput_depth": c.depth,
-                "throughput_secs": c.duration.as_secs_f64(),
-                "throughput_rounds": c.tp_rounds,
-                "rss_conns": c.rss_conns,
-                "kernel_args": c.kernel_args,
-                "kernel_env":
-                    c.kernel_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
-            },
             "latency": latency,
             "throughput": throughput,
             "ratios": ratios,
@@ -986,9 +1173,483 @@ impl Report {
                 "per_conn_kib": ratio(self.per_conn_kib()),
             },
             "goals": goals,
-            "elapsed_secs": ratio(self.elapsed.as_secs_f64()),
         })
     }
+}
+
+/// Milliseconds from nanoseconds.
+fn ms(ns: f64) -> f64 {
+    ns / 1e6
+}
+
+/// A ratio rounded to three decimals, for JSON.
+fn round3(r: f64) -> f64 {
+    (r * 1000.0).round() / 1000.0
+}
+
+/// A latency summary in ms, for JSON.
+fn summary_ms(s: &Summary) -> serde_json::Value {
+    let r = |ns: f64| (ns / 1e3).round() / 1e3;
+    json!({
+        "p50_ms": r(s.p50_ns),
+        "p99_ms": r(s.p99_ns),
+        "mean_ms": r(s.mean_ns),
+        "min_ms": r(s.min_ns),
+        "max_ms": r(s.max_ns),
+    })
+}
+
+/// One row of an agent table: label, then p50/p99/mean/min/max in ms.
+fn summary_row(label: &str, s: &Summary) {
+    println!(
+        "  {:<58} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+        label,
+        ms(s.p50_ns),
+        ms(s.p99_ns),
+        ms(s.mean_ns),
+        ms(s.min_ns),
+        ms(s.max_ns)
+    );
+}
+
+fn summary_header() {
+    println!(
+        "  {:<58} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "", "p50 ms", "p99 ms", "mean ms", "min ms", "max ms"
+    );
+}
+
+/// `killed by signal 15 (KILL) x30, ...`
+fn counts(m: &std::collections::BTreeMap<String, usize>) -> String {
+    m.iter()
+        .map(|(k, n)| format!("{k} x{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Report {
+    fn noop(&self) -> Option<NoopReport<'_>> {
+        self.noop.as_ref().map(|n| NoopReport {
+            cfg: &self.cfg,
+            latency: &n.latency,
+            throughput: &n.throughput,
+            rss: &n.rss,
+        })
+    }
+
+    fn print_table(&self) {
+        let c = &self.cfg;
+        println!();
+        println!(
+            "clove-bench ({} build, {} CPUs, Linux {}, load average at start {}): {}",
+            self.profile,
+            cpus(),
+            os_release(),
+            self.load_at_start,
+            c.parts
+                .iter()
+                .map(|p| p.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if let Some(n) = self.noop() {
+            n.print_table();
+        }
+        let a = &self.agents;
+        if let Some(s) = &a.spawn {
+            print_spawn(s);
+        }
+        if let Some(k) = &a.kill {
+            print_kill(k, &c.agents.python);
+        }
+        if let Some(i) = &a.idle {
+            print_idle(i, &c.agents.python);
+        }
+        if !a.skipped.is_empty() {
+            println!();
+        }
+        for (part, why) in &a.skipped {
+            println!("{}: SKIPPED: {why}", part.name());
+        }
+        println!();
+        println!("total bench time {:.1} s", self.elapsed.as_secs_f64());
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let c = &self.cfg;
+        let g = &c.agents;
+        let mut out = serde_json::Map::new();
+        out.insert("bench".into(), json!("clove-bench"));
+        out.insert("profile".into(), json!(self.profile));
+        out.insert(
+            "host".into(),
+            json!({
+                "cpus": cpus(),
+                "linux": os_release(),
+                "loadavg_at_start": self.load_at_start,
+            }),
+        );
+        out.insert(
+            "parts".into(),
+            json!(c.parts.iter().map(|p| p.name()).collect::<Vec<_>>()),
+        );
+        out.insert(
+            "config".into(),
+            json!({
+                "payload_bytes": c.payload,
+                "latency_rounds": c.rounds,
+                "latency_iters_per_block": c.iters,
+                "latency_warmup_per_block": c.warmup,
+                "latency_placements": c.placements.iter().map(|p| p.name()).collect::<Vec<_>>(),
+                "throughput_conns": c.conns,
+                "throughput_depth": c.depth,
+                "throughput_secs": c.duration.as_secs_f64(),
+                "throughput_rounds": c.tp_rounds,
+                "rss_conns": c.rss_conns,
+                "spawn_runs": g.spawn_runs,
+                "spawn_warmup": g.spawn_warmup,
+                "kill_runs": g.kill_runs,
+                "idle_agents": g.idle_agents,
+                "agent_python": g.python,
+                "kernel_args": c.kernel_args,
+                "kernel_env":
+                    c.kernel_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+            }),
+        );
+        if let Some(serde_json::Value::Object(noop)) = self.noop().map(|n| n.to_json()) {
+            out.extend(noop);
+        }
+        let a = &self.agents;
+        if let Some(s) = &a.spawn {
+            out.insert("spawn".into(), spawn_json(s));
+        }
+        if let Some(k) = &a.kill {
+            out.insert("kill".into(), kill_json(k));
+        }
+        if let Some(i) = &a.idle {
+            out.insert("idle_agents".into(), idle_json(i));
+        }
+        if !a.skipped.is_empty() {
+            out.insert(
+                "skipped".into(),
+                a.skipped
+                    .iter()
+                    .map(|(p, why)| (p.name().to_owned(), json!(why)))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into(),
+            );
+        }
+        out.insert(
+            "elapsed_secs".into(),
+            json!(round3(self.elapsed.as_secs_f64())),
+        );
+        out.into()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agent parts' report
+
+fn spawn_ratio(s: &SpawnResult) -> f64 {
+    s.exit.p50_ns / s.baseline.p50_ns
+}
+
+/// `pid, net, mnt, uts namespaces; cgroup v1: memory, cpu, pids`, or what is missing.
+fn describe_isolation(i: &clove_abi::msg::Isolation) -> String {
+    let n = &i.namespaces;
+    let ns: Vec<&str> = [
+        (n.pid, "pid"),
+        (n.net, "net"),
+        (n.mnt, "mnt"),
+        (n.uts, "uts"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, name)| *name)
+    .collect();
+    let cg = &i.cgroups;
+    let limits: Vec<&str> = [
+        (cg.memory_limit, "memory"),
+        (cg.cpu_quota, "cpu"),
+        (cg.pids_limit, "pids"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, name)| *name)
+    .collect();
+    let mut text = format!(
+        "{} ({} namespaces; cgroup {}: {})",
+        if i.fully_isolated {
+            "fully isolated"
+        } else {
+            "NOT fully isolated"
+        },
+        ns.join(", "),
+        cg.version.map_or("none", |v| v.as_str()),
+        limits.join(", ")
+    );
+    if !i.not_applied.is_empty() {
+        text.push_str(&format!("; not applied: {}", i.not_applied.join(", ")));
+    }
+    text
+}
+
+fn print_spawn(s: &SpawnResult) {
+    println!();
+    println!(
+        "SPAWN: sandboxed agent running /bin/true, {} rounds after {} warm-up; each round one \
+         SPAWN and one baseline run, alternating which goes first",
+        s.runs, s.warmup
+    );
+    summary_header();
+    summary_row("kernel: SPAWN request → exit seen by WAIT", &s.exit);
+    summary_row("kernel: SPAWN request → reply", &s.reply);
+    summary_row(
+        &format!("baseline: unshare {}", agents::UNSHARE_ARGS[..6].join(" ")),
+        &s.baseline,
+    );
+    let r = spawn_ratio(s);
+    println!("  ratios kernel / unshare (same run):");
+    println!(
+        "    SPAWN → exit  p50 {:>6.2}x   goal <= {GOAL_SPAWN_RATIO:.2}x: {}   (original C++ \
+         kernel: about {ORIGINAL_SPAWN_MS:.0} ms)",
+        r,
+        verdict(r <= GOAL_SPAWN_RATIO)
+    );
+    println!(
+        "    SPAWN → exit  p99 {:>6.2}x",
+        s.exit.p99_ns / s.baseline.p99_ns
+    );
+    println!(
+        "    SPAWN → reply p50 {:>6.2}x",
+        s.reply.p50_ns / s.baseline.p50_ns
+    );
+    println!("  isolation: {}", describe_isolation(&s.isolation));
+    if s.degraded > 0 {
+        println!(
+            "  WARNING: {} SPAWN replies were not fully isolated",
+            s.degraded
+        );
+    }
+}
+
+fn spawn_json(s: &SpawnResult) -> serde_json::Value {
+    json!({
+        "runs": s.runs,
+        "warmup": s.warmup,
+        "kernel_spawn_to_exit": summary_ms(&s.exit),
+        "kernel_spawn_reply": summary_ms(&s.reply),
+        "baseline_unshare": summary_ms(&s.baseline),
+        "baseline_command": format!("unshare {}", agents::UNSHARE_ARGS.join(" ")),
+        "ratios": {
+            "p50_exit_over_unshare": round3(spawn_ratio(s)),
+            "p99_exit_over_unshare": round3(s.exit.p99_ns / s.baseline.p99_ns),
+            "p50_reply_over_unshare": round3(s.reply.p50_ns / s.baseline.p50_ns),
+        },
+        "fully_isolated": s.isolation.fully_isolated,
+        "not_applied": s.isolation.not_applied,
+        "degraded_replies": s.degraded,
+        "goals": {
+            "p50_ratio_max": GOAL_SPAWN_RATIO,
+            "p50_ratio_ok": spawn_ratio(s) <= GOAL_SPAWN_RATIO,
+            "original_ms": ORIGINAL_SPAWN_MS,
+        },
+    })
+}
+
+fn print_kill(k: &KillResult, python: &str) {
+    println!();
+    println!(
+        "KILL: sandboxed {python} agent sleeping with no signal handler, killed once LIST shows \
+         it RUNNING + 200 ms; {} rounds after 1 warm-up, alternating with the baseline",
+        k.runs
+    );
+    summary_header();
+    summary_row("kernel: KILL request → reply (after the exit)", &k.kernel);
+    summary_row(
+        &format!("baseline: SIGTERM → waitpid, plain {python} child"),
+        &k.baseline,
+    );
+    let p99 = ms(k.kernel.p99_ns);
+    println!(
+        "  p99 {:.2} ms   goal < {GOAL_KILL_P99_MS:.0} ms: {}   (original C++ kernel: about \
+         {:.0} s)",
+        p99,
+        verdict(p99 < GOAL_KILL_P99_MS),
+        ORIGINAL_KILL_MS / 1e3
+    );
+    println!(
+        "  ratio kernel / baseline: p50 {:.2}x, p99 {:.2}x",
+        k.kernel.p50_ns / k.baseline.p50_ns,
+        k.kernel.p99_ns / k.baseline.p99_ns
+    );
+    println!("  agents ended: {}", counts(&k.agent_exits));
+    println!("  baseline ended: {}", counts(&k.baseline_exits));
+}
+
+fn kill_json(k: &KillResult) -> serde_json::Value {
+    json!({
+        "runs": k.runs,
+        "kernel_kill": summary_ms(&k.kernel),
+        "baseline_sigterm_waitpid": summary_ms(&k.baseline),
+        "ratios": {
+            "p50_kill_over_baseline": round3(k.kernel.p50_ns / k.baseline.p50_ns),
+            "p99_kill_over_baseline": round3(k.kernel.p99_ns / k.baseline.p99_ns),
+        },
+        "agent_exits": k.agent_exits,
+        "baseline_exits": k.baseline_exits,
+        "goals": {
+            "p99_max_ms": GOAL_KILL_P99_MS,
+            "p99_ok": ms(k.kernel.p99_ns) < GOAL_KILL_P99_MS,
+            "original_ms": ORIGINAL_KILL_MS,
+        },
+    })
+}
+
+fn print_idle(i: &IdleResult, python: &str) {
+    println!();
+    println!(
+        "IDLE AGENTS: {} sandboxed {python} agents sleeping at once (default limits), one \
+         connection, requests one after another",
+        i.asked
+    );
+    let secs = i.spawn_all.as_secs_f64();
+    println!(
+        "  spawned {}/{} in {:.2} s ({:.0} agents/s; SPAWN reply p50 {:.2} ms, p99 {:.2} ms, \
+         max {:.2} ms)",
+        i.spawned,
+        i.asked,
+        secs,
+        i.spawned as f64 / secs,
+        ms(i.spawn_each.p50_ns),
+        ms(i.spawn_each.p99_ns),
+        ms(i.spawn_each.max_ns)
+    );
+    if let Some(why) = &i.stopped {
+        println!("  STOPPED EARLY: {why}");
+    }
+    if i.spawned == 0 {
+        return;
+    }
+    // Each block ends where the next begins (the last at the last agent spawned).
+    let ends = i
+        .spawn_blocks
+        .iter()
+        .skip(1)
+        .map(|(first, _)| first - 1)
+        .chain([i.spawned]);
+    println!(
+        "  SPAWN reply p50 as agents pile up: {}",
+        i.spawn_blocks
+            .iter()
+            .zip(ends)
+            .map(|((first, p50), last)| format!("#{first}-{last} {:.2} ms", ms(*p50)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    match i.settled {
+        Some(d) => println!(
+            "  every interpreter asleep {:.2} s after the last SPAWN reply; LIST: {} RUNNING",
+            d.as_secs_f64(),
+            i.listed_running
+        ),
+        None => println!(
+            "  NOT SETTLED: {} of {} interpreters asleep at the limit; LIST: {} RUNNING",
+            i.asleep, i.spawned, i.listed_running
+        ),
+    }
+    println!(
+        "  kernel RSS: before {:.2} MiB, with {} agents {:.2} MiB (+{:.1} KiB per agent; peak \
+         {:.2} MiB), {} threads; after the kills {:.2} MiB",
+        mib(i.before.rss_kib),
+        i.spawned,
+        mib(i.with.rss_kib),
+        i.per_agent_kib(),
+        mib(i.with.hwm_kib),
+        i.with.threads,
+        mib(i.after.rss_kib)
+    );
+    println!(
+        "  the agents' own processes (init + interpreter): PSS {:.0} MiB total, {:.2} MiB per \
+         agent; host MemAvailable fell by {:.0} MiB ({:.2} MiB per agent)",
+        mib(i.agents_pss_kib),
+        mib(i.agents_pss_kib) / i.spawned.max(1) as f64,
+        i.host_drop_kib as f64 / 1024.0,
+        i.host_drop_kib as f64 / 1024.0 / i.spawned.max(1) as f64
+    );
+    let secs = i.kill_all.as_secs_f64();
+    println!(
+        "  killed {} in {:.2} s ({:.0} agents/s; KILL p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms); \
+         {} KILL failures{}",
+        i.spawned - i.kill_failed,
+        secs,
+        (i.spawned - i.kill_failed) as f64 / secs,
+        ms(i.kill_each.p50_ns),
+        ms(i.kill_each.p99_ns),
+        ms(i.kill_each.max_ns),
+        i.kill_failed,
+        i.kill_error
+            .as_deref()
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default()
+    );
+    let clean = i.listed_after == 0 && i.procs_left == 0 && i.cgroups_left == 0;
+    println!(
+        "  left behind: {}: LIST {} live agents; {} of {} agent processes; {} of {} agent \
+         cgroup directories{}",
+        if clean { "nothing" } else { "SOMETHING" },
+        i.listed_after,
+        i.procs_left,
+        i.procs_seen,
+        i.cgroups_left,
+        i.cgroups_seen,
+        i.gone_after
+            .map(|d| format!(
+                " (all gone {:.0} ms after the last KILL reply)",
+                d.as_secs_f64() * 1e3
+            ))
+            .unwrap_or_default()
+    );
+}
+
+fn idle_json(i: &IdleResult) -> serde_json::Value {
+    json!({
+        "asked": i.asked,
+        "spawned": i.spawned,
+        "stopped_early": i.stopped,
+        "spawn_all_secs": round3(i.spawn_all.as_secs_f64()),
+        "spawn_each": summary_ms(&i.spawn_each),
+        "spawn_p50_ms_by_block": i
+            .spawn_blocks
+            .iter()
+            .map(|(first, p50)| json!({ "from": first, "p50_ms": round3(ms(*p50)) }))
+            .collect::<Vec<_>>(),
+        "settled_secs": i.settled.map(|d| round3(d.as_secs_f64())),
+        "interpreters_asleep": i.asleep,
+        "listed_running": i.listed_running,
+        "kernel_rss": {
+            "before_kib": i.before.rss_kib,
+            "with_agents_kib": i.with.rss_kib,
+            "with_agents_peak_kib": i.with.hwm_kib,
+            "with_agents_threads": i.with.threads,
+            "after_kill_kib": i.after.rss_kib,
+            "per_agent_kib": round3(i.per_agent_kib()),
+        },
+        "agents_pss_kib": i.agents_pss_kib,
+        "host_mem_available_drop_kib": i.host_drop_kib,
+        "kill_all_secs": round3(i.kill_all.as_secs_f64()),
+        "kill_each": summary_ms(&i.kill_each),
+        "kill_failed": i.kill_failed,
+        "kill_error": i.kill_error,
+        "left": {
+            "listed_live": i.listed_after,
+            "processes": i.procs_left,
+            "processes_seen": i.procs_seen,
+            "cgroup_dirs": i.cgroups_left,
+            "cgroup_dirs_seen": i.cgroups_seen,
+            "gone_after_ms": i.gone_after.map(|d| round3(d.as_secs_f64() * 1e3)),
+        },
+    })
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -1001,6 +1662,13 @@ fn verdict(ok: bool) -> &'static str {
 
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(0, |n| n.get())
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".to_owned())
 }
 
 fn os_release() -> String {
