@@ -713,5 +713,23 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A world-readable canary file with `text` in a fresh 0755 directory under /var/tmp: outside
+/// any script's project, so an agent that sees it has escaped its view. Keep the directory
+/// guard alive while the file is needed.
+pub fn canary_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("clove-canary-")
+        .tempdir_in("/var/tmp")
+        .expect("canary dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod canary dir");
+    let canary = dir.path().join("canary.txt");
+    std::fs::write(&canary, text).expect("write canary");
+    std::fs::set_permissions(&canary, std::fs::Permissions::from_mode(0o644))
+        .expect("chmod canary");
+    (dir, canary)
+}
+
 /// Running `clove demo` against a test kernel.
 pub mod demo;

@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use clove_tests::{
@@ -21,14 +20,7 @@ fn spawn_sandboxed_agent_sees_only_its_sandbox() {
     if !agents_can_run(TEST) {
         return;
     }
-    let canary_dir = tempfile::Builder::new()
-        .prefix("clove-canary-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    std::fs::set_permissions(canary_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let canary = canary_dir.path().join("canary.txt");
-    std::fs::write(&canary, "the sandbox leaks\n").unwrap();
-    std::fs::set_permissions(&canary, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_canary_dir, canary) = clove_tests::canary_file("the sandbox leaks\n");
 
     let kernel = Kernel::start().unwrap();
     let kernel_uid = proc_uid(kernel.pid() as i32).unwrap();

@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use clove_tests::{
@@ -78,14 +77,7 @@ fn unsandboxed_probe_sees_the_host() {
     if !agents_can_run("unsandboxed_probe_sees_the_host") {
         return;
     }
-    let canary_dir = tempfile::Builder::new()
-        .prefix("clove-canary-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    std::fs::set_permissions(canary_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let canary = canary_dir.path().join("canary.txt");
-    std::fs::write(&canary, "visible without a sandbox\n").unwrap();
-    std::fs::set_permissions(&canary, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_canary_dir, canary) = clove_tests::canary_file("visible without a sandbox\n");
 
     let kernel = Kernel::start().unwrap();
     let mut c = client(&kernel).unwrap();
