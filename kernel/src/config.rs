@@ -81,6 +81,11 @@ pub struct Flags {
     #[arg(long, env = "CLOVE_KILL_GRACE_MS", value_name = "MS")]
     pub kill_grace_ms: Option<u64>,
 
+    /// How long an exited agent's directory (its output log and work dir) is kept
+    /// [default: 86400, one day]
+    #[arg(long, env = "CLOVE_AGENT_RETENTION_SECS", value_name = "SECS")]
+    pub agent_retention_secs: Option<u64>,
+
     /// Print the effective configuration as TOML and exit
     #[arg(long)]
     pub print_config: bool,
@@ -118,6 +123,7 @@ struct FileConfig {
     log_level: Option<String>,
     python: Option<String>,
     kill_grace_ms: Option<u64>,
+    agent_retention_secs: Option<u64>,
 }
 
 /// The effective, validated configuration.
@@ -146,6 +152,9 @@ pub struct Config {
     /// Default SIGTERM-to-SIGKILL grace of KILL.
     #[serde(rename = "kill_grace_ms", serialize_with = "ser_ms")]
     pub kill_grace: Duration,
+    /// How long an exited agent's directory is kept.
+    #[serde(rename = "agent_retention_secs", serialize_with = "ser_secs")]
+    pub agent_retention: Duration,
 }
 
 fn ser_compat<S: serde::Serializer>(v: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
@@ -157,6 +166,10 @@ fn ser_compat<S: serde::Serializer>(v: &Option<PathBuf>, s: S) -> Result<S::Ok, 
 
 fn ser_ms<S: serde::Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(v.as_millis() as u64)
+}
+
+fn ser_secs<S: serde::Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(v.as_secs())
 }
 
 /// A configuration that cannot run. The message is one line, naming the setting and the cause.
@@ -268,6 +281,12 @@ pub fn load(flags: &Flags, host: &Host) -> Result<Config, ConfigError> {
             .unwrap_or_else(|| clove_abi::msg::DEFAULT_PYTHON.into()),
         kill_grace: Duration::from_millis(
             flags.kill_grace_ms.or(file.kill_grace_ms).unwrap_or(3_000),
+        ),
+        agent_retention: Duration::from_secs(
+            flags
+                .agent_retention_secs
+                .or(file.agent_retention_secs)
+                .unwrap_or(86_400),
         ),
     };
     config.validate()?;

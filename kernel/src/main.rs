@@ -111,7 +111,10 @@ fn run(config: Config) -> anyhow::Result<()> {
         sockets.push(server::socket::bind(compat, group)?);
     }
 
-    let host = agents::Host::setup(&config, state.path())?;
+    let host = {
+        let _enter = runtime.enter();
+        agents::Host::setup(&config, state.path())?
+    };
     let kernel = Arc::new(kernel::Kernel::new(config, host));
     let state_path = state.path().display().to_string();
     runtime.block_on(async move {

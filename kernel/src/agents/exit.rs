@@ -34,6 +34,8 @@ pub fn watch(agents: Arc<Agents>, agent: Arc<Agent>, report: Option<OwnedFd>) {
             clove_abi::msg::AgentState::Failed
         });
         agents.retire(&agent, reason.clone());
+        // Its log and work dir stay readable for the retention time.
+        super::host::expire_later(agent.dir.clone(), agents.host.retention);
         // send_replace: the value must stick even when nobody is waiting yet (WAIT later).
         agent.exit.send_replace(Some(reason.clone()));
         let _ = agents.events.send(LifecycleEvent::Exited {

@@ -44,7 +44,7 @@ impl Host {
         let launcher = Launcher::start().context("start the agent launcher")?;
 
         let dir = state_dir.join("agents");
-        remove_stale_agents(&dir);
+        set_aside_previous_run(&dir, config.agent_retention);
         fs::create_dir_all(&dir)
             .and_then(|()| fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)))
             .with_context(|| format!("create {}", dir.display()))?;
@@ -79,6 +79,7 @@ impl Host {
             cgroups_missing,
             uids: UidBlock::for_state_dir(&state_dir),
             subtree,
+            retention: config.agent_retention,
             dir,
             root,
         })
@@ -94,10 +95,89 @@ pub fn subtree_name(state_dir: &Path) -> String {
     format!("clove-{:08x}", h.finish() as u32)
 }
 
-/// Sets aside the agent directories of the previous run as `agents.prev` (their logs and work
-/// dirs stay readable until the run after; ids restart, so they cannot stay where new agents
-/// go), unmounting work-dir tmpfs first (their contents lived in memory and are gone anyway).
-fn remove_stale_agents(dir: &Path) {
+/// Sets aside the agent directories of the previous run as `agents.prev-<unix time>`: ids
+/// restart with every kernel start, so they cannot stay where new agents go, but their logs
+/// and work dirs stay readable until the retention runs out. Work-dir tmpfs are unmounted
+/// first (their contents lived in memory and are gone anyway), and earlier runs' directories
+/// past the retention are removed.
+fn set_aside_previous_run(dir: &Path, retention: Duration) {
+    unmount_below(dir);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    if dir.exists() {
+        let prev = dir.with_file_name(format!("agents.prev-{now}"));
+        match fs::rename(dir, &prev) {
+            Ok(()) => tracing::info!(
+                "the previous run's agent logs and work dirs are in {} for {}s",
+                prev.display(),
+                retention.as_secs()
+            ),
+            Err(e) => {
+                tracing::warn!("set aside {}: {e}; removing it", dir.display());
+                remove_dir(dir);
+            }
+        }
+    }
+    let Some(parent) = dir.parent() else {
+        return;
+    };
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(stamp) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("agents.prev-"))
+            .and_then(|t| t.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let age = Duration::from_secs(now.saturating_sub(stamp));
+        let path = entry.path();
+        if age >= retention {
+            remove_dir(&path);
+        } else {
+            expire_later(path, retention - age);
+        }
+    }
+}
+
+/// Removes `path` after `after` (an exited agent's directory, a previous run's agents).
+pub fn expire_later(path: PathBuf, after: Duration) {
+    // Before the runtime exists (start-up), a plain thread does the waiting.
+    let remove = move || remove_dir(&path);
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => {
+            h.spawn(async move {
+                tokio::time::sleep(after).await;
+                let _ = tokio::task::spawn_blocking(remove).await;
+            });
+        }
+        Err(_) => {
+            let _ = std::thread::Builder::new()
+                .name("clove-expire".into())
+                .spawn(move || {
+                    std::thread::sleep(after);
+                    remove();
+                });
+        }
+    }
+}
+
+fn remove_dir(path: &Path) {
+    unmount_below(path);
+    if let Err(e) = fs::remove_dir_all(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("remove {}: {e}", path.display());
+        }
+    }
+}
+
+/// Unmounts every mount at or below `dir`, deepest first.
+fn unmount_below(dir: &Path) {
     let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
         return;
     };
@@ -107,32 +187,11 @@ fn remove_stale_agents(dir: &Path) {
         .map(unescape)
         .filter(|p| p.starts_with(dir))
         .collect();
-    // Deepest first.
     mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for m in mounts {
         if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
             tracing::warn!("unmount stale {}: {e}", m.display());
         }
-    }
-    if !dir.exists() {
-        return;
-    }
-    let prev = dir.with_extension("prev");
-    if prev.exists() {
-        if let Err(e) = fs::remove_dir_all(&prev) {
-            tracing::warn!("remove {}: {e}", prev.display());
-        }
-    }
-    if let Err(e) = fs::rename(dir, &prev) {
-        tracing::warn!("set aside {}: {e}; removing it", dir.display());
-        if let Err(e) = fs::remove_dir_all(dir) {
-            tracing::warn!("remove stale agent dirs {}: {e}", dir.display());
-        }
-    } else {
-        tracing::info!(
-            "the previous run's agent logs and work dirs are in {}",
-            prev.display()
-        );
     }
 }
 
@@ -202,6 +261,29 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn previous_runs_are_set_aside_and_expire() {
+        let state = tempfile::tempdir().unwrap();
+        let agents = state.path().join("agents");
+        fs::create_dir_all(agents.join("2/work")).unwrap();
+        fs::write(agents.join("2/output.log"), "hello\n").unwrap();
+        let ancient = state.path().join("agents.prev-1");
+        fs::create_dir_all(ancient.join("5")).unwrap();
+        set_aside_previous_run(&agents, Duration::from_secs(3600));
+        assert!(!agents.exists());
+        assert!(!ancient.exists(), "past the retention: removed");
+        let kept: Vec<_> = fs::read_dir(state.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(
+            fs::read_to_string(kept[0].join("2/output.log")).unwrap(),
+            "hello\n"
+        );
+    }
 
     #[test]
     fn mountinfo_paths_are_unescaped() {

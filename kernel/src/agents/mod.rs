@@ -236,6 +236,8 @@ pub struct Host {
     pub dir: PathBuf,
     /// Running as root (namespaces, uid switch, cgroups possible).
     pub root: bool,
+    /// How long an exited agent's directory is kept.
+    pub retention: std::time::Duration,
 }
 
 /// The agents of one kernel.
