@@ -196,14 +196,7 @@ pub async fn spawn(
             .map(String::from),
         );
     }
-    let isolation = isolation(
-        &req,
-        sandboxed,
-        cgroup.as_ref(),
-        &limits,
-        &not_applied,
-        agents,
-    );
+    let isolation = isolation(&req, sandboxed, cgroup.as_ref(), &not_applied, agents);
     let pid = started.pid;
     let socket_stop = CancellationToken::new();
     let agent = Arc::new(Agent {
@@ -631,11 +624,11 @@ fn launch_spec(
     })
 }
 
-/// Landlock inside the sandbox: read everything that is bound read-only (and /proc, /dev),
-/// write the work dir, /tmp, /dev/shm and the sockets.
+/// Landlock inside the sandbox: read anywhere (the root holds only what the plan bound),
+/// write only the writable binds (the work dir, the sockets, the request's writable binds),
+/// /tmp, /dev/shm and the character devices. A second fence behind the read-only mounts.
 fn landlock_paths(plan: &Plan) -> crate::sandbox::privileges::LandlockPaths {
-    let mut read: Vec<PathBuf> = vec!["/".into()];
-    read.dedup();
+    let read: Vec<PathBuf> = vec!["/".into()];
     let mut write: Vec<PathBuf> = plan
         .binds
         .iter()
@@ -653,7 +646,6 @@ fn landlock_paths(plan: &Plan) -> crate::sandbox::privileges::LandlockPaths {
         ]
         .map(PathBuf::from),
     );
-    read.sort();
     crate::sandbox::privileges::LandlockPaths { read, write }
 }
 
@@ -661,11 +653,9 @@ fn isolation(
     req: &SpawnRequest,
     sandboxed: bool,
     cgroup: Option<&AgentCgroup>,
-    limits: &Limits,
     not_applied: &[String],
     agents: &Agents,
 ) -> Isolation {
-    let _ = limits;
     let has = |c: &str| cgroup.is_some() && !not_applied.iter().any(|n| n == c);
     let version = cgroup.map(|cg| match cg.version_label() {
         "v2" => CgroupVersion::V2,
