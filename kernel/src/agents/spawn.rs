@@ -73,6 +73,7 @@ pub async fn spawn(
     let binds = validate_binds(&req, view)?;
     let program = resolve_program(agents, &req).await?;
 
+    let t0 = Instant::now();
     let id = kernel.ids.allocate();
     agents.reserve(&req.name, id)?;
     let name = req.name.clone();
@@ -139,6 +140,7 @@ pub async fn spawn(
     }
 
     // The cgroup, nested under the spawning agent's.
+    let t_prepared = t0.elapsed();
     let (cgroup, mut not_applied) = match &agents.host.cgroups {
         Some(cgroups) => {
             let parent_cg = parent.as_ref().and_then(|p| p.cgroup.as_ref());
@@ -160,22 +162,36 @@ pub async fn spawn(
     }
     let spec = launch_spec(&req, sandboxed, root, &plan, &new_root, uid, gid, log_write)?;
     let launcher = agents.host.launcher.clone();
+    let t_cgroup = t0.elapsed();
     let pending = tokio::task::spawn_blocking(move || launcher.spawn(spec))
         .await
         .map_err(internal)?
         .map_err(|e| internal(format!("spawn {}: {e}", req.name)))?;
     if let Some(cg) = &cgroup {
-        if let Err(e) = cg.add_pid(pending.pid as u32) {
+        let t_cloned = t0.elapsed();
+        let placed = cg.add_pid(pending.pid as u32);
+        tracing::debug!(
+            agent = id,
+            "spawn timing: prepared {t_prepared:?}, cgroup made {t_cgroup:?}, cloned {t_cloned:?}, placed {:?}",
+            t0.elapsed()
+        );
+        if let Err(e) = placed {
             let _ = tokio::task::spawn_blocking(move || pending.abort()).await;
             return Err(internal(format!("spawn {}: {e}", req.name)));
         }
     }
     // The write ends now live in the child (and in the launcher until it is done).
     log.pump(log_read);
+    let t_placed = t0.elapsed();
     let started = tokio::task::spawn_blocking(move || pending.release())
         .await
         .map_err(internal)?
         .map_err(|e| WireError::new(ErrorCode::Internal, format!("spawn {}: {e}", req.name)))?;
+    tracing::debug!(
+        agent = id,
+        "spawn timing: placed {t_placed:?}, agent exec'd {:?}",
+        t0.elapsed()
+    );
 
     if sandboxed {
         match started.applied.as_ref().map(|a| a.landlock) {
