@@ -81,6 +81,10 @@ pub struct Flags {
     #[arg(long, env = "CLOVE_KILL_GRACE_MS", value_name = "MS")]
     pub kill_grace_ms: Option<u64>,
 
+    /// Most agents alive at once; SPAWN beyond it answers `limit_exceeded` [default: 1024]
+    #[arg(long, env = "CLOVE_MAX_AGENTS", value_name = "N")]
+    pub max_agents: Option<usize>,
+
     /// How long an exited agent's directory (its output log and work dir) is kept
     /// [default: 86400, one day]
     #[arg(long, env = "CLOVE_AGENT_RETENTION_SECS", value_name = "SECS")]
@@ -124,6 +128,7 @@ struct FileConfig {
     python: Option<String>,
     kill_grace_ms: Option<u64>,
     agent_retention_secs: Option<u64>,
+    max_agents: Option<usize>,
 }
 
 /// The effective, validated configuration.
@@ -152,6 +157,8 @@ pub struct Config {
     /// Default SIGTERM-to-SIGKILL grace of KILL.
     #[serde(rename = "kill_grace_ms", serialize_with = "ser_ms")]
     pub kill_grace: Duration,
+    /// Most agents alive at once.
+    pub max_agents: usize,
     /// How long an exited agent's directory is kept.
     #[serde(rename = "agent_retention_secs", serialize_with = "ser_secs")]
     pub agent_retention: Duration,
@@ -282,6 +289,7 @@ pub fn load(flags: &Flags, host: &Host) -> Result<Config, ConfigError> {
         kill_grace: Duration::from_millis(
             flags.kill_grace_ms.or(file.kill_grace_ms).unwrap_or(3_000),
         ),
+        max_agents: flags.max_agents.or(file.max_agents).unwrap_or(1024),
         agent_retention: Duration::from_secs(
             flags
                 .agent_retention_secs
@@ -354,6 +362,13 @@ impl Config {
         }
         if self.frame_timeout.is_zero() {
             return bad("frame_timeout_ms: must be at least 1".into());
+        }
+        // Each live agent holds its own uid from a block of 65536.
+        if self.max_agents == 0 || self.max_agents > 60_000 {
+            return bad(format!(
+                "max_agents {}: must be between 1 and 60000",
+                self.max_agents
+            ));
         }
         if self.python.trim().is_empty() {
             return bad("python: must name an interpreter".into());

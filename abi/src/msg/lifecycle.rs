@@ -815,7 +815,8 @@ pub struct LogsRequest {
     /// Read from this byte offset of the log instead (the `next_offset` of a previous reply).
     #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
     pub offset: Option<u64>,
-    /// With `offset`: wait up to this many ms for output past it (absent: answer at once).
+    /// With `offset`: wait up to this many ms (at most 60000) for output past it (absent:
+    /// answer at once).
     #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
     pub wait_ms: Option<u64>,
 }

@@ -46,61 +46,53 @@ pub fn watch(agents: Arc<Agents>, agent: Arc<Agent>, report: Option<OwnedFd>) {
     });
 }
 
-/// Waits for the pidfd to become readable, then reaps.
+/// Waits for the agent's exit without polling (its pidfd becomes readable), falling back to
+/// polling when the pidfd cannot be watched.
 async fn wait(agent: &Agent, report: Option<&OwnedFd>) -> launch::AgentExit {
-    let fd = match agent.pidfd.try_clone() {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::error!(agent = agent.id, "dup pidfd: {e}; polling instead");
-            return poll_reap(agent, report).await;
-        }
-    };
-    // SAFETY: `fd` is an open pidfd that the AsyncFd owns until it is dropped; nothing
-    // else closes or replaces it.
-    let afd = match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
-        Ok(a) => a,
+    match watch_pidfd(agent, report).await {
+        Ok(exit) => exit,
         Err(e) => {
             tracing::error!(agent = agent.id, "watch pidfd: {e}; polling instead");
-            return poll_reap(agent, report).await;
-        }
-    };
-    loop {
-        let mut guard = match afd.readable().await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::error!(agent = agent.id, "watch pidfd: {e}; polling instead");
-                return poll_reap(agent, report).await;
-            }
-        };
-        match launch::reap(&agent.pidfd, report) {
-            Ok(exit) => return exit,
-            Err(launch::LaunchError::StillRunning) => guard.clear_ready(),
-            Err(e) => {
-                tracing::error!(agent = agent.id, "reap: {e}");
-                return launch::AgentExit {
-                    code: None,
-                    signal: None,
-                };
+            loop {
+                if let Some(exit) = try_reap(agent, report) {
+                    return exit;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
     }
 }
 
-/// The fallback when the pidfd cannot be registered: reap every 50 ms.
-async fn poll_reap(agent: &Agent, report: Option<&OwnedFd>) -> launch::AgentExit {
+async fn watch_pidfd(
+    agent: &Agent,
+    report: Option<&OwnedFd>,
+) -> std::io::Result<launch::AgentExit> {
+    let fd = agent.pidfd.try_clone()?;
+    // SAFETY: `fd` is an open pidfd that the AsyncFd owns until it is dropped; nothing
+    // else closes or replaces it.
+    let afd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     loop {
-        match launch::reap(&agent.pidfd, report) {
-            Ok(exit) => return exit,
-            Err(launch::LaunchError::StillRunning) => {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await
-            }
-            Err(e) => {
-                tracing::error!(agent = agent.id, "reap: {e}");
-                return launch::AgentExit {
-                    code: None,
-                    signal: None,
-                };
-            }
+        let mut guard = afd.readable().await?;
+        match try_reap(agent, report) {
+            Some(exit) => return Ok(exit),
+            None => guard.clear_ready(),
+        }
+    }
+}
+
+/// The exit once it happened; `None` while the agent runs. A failed reap is logged and
+/// counts as an exit without code or signal, so the agent is never stuck as live.
+fn try_reap(agent: &Agent, report: Option<&OwnedFd>) -> Option<launch::AgentExit> {
+    match launch::reap(&agent.pidfd, report) {
+        Ok(exit) => Some(exit),
+        Err(launch::LaunchError::StillRunning) => None,
+        Err(e) => {
+            tracing::error!(agent = agent.id, "reap: {e}");
+            Some(launch::AgentExit {
+                code: None,
+                signal: None,
+            })
         }
     }
 }

@@ -4,7 +4,6 @@
 //! removed first: stale work-dir mounts, agent directories, agent cgroups of our own subtree.
 
 use std::fs;
-use std::hash::Hasher;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,9 +11,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::uids::UidBlock;
+use super::uids::{state_dir_hash, UidBlock};
 use super::{control, Agents, Host};
 use crate::config::Config;
+use crate::sandbox::cgroup::layout::unescape;
 use crate::sandbox::cgroup::{Cgroups, HostFs, Layout};
 use crate::sandbox::interpreter::Interpreter;
 use crate::sandbox::launch::Launcher;
@@ -80,19 +80,17 @@ impl Host {
             uids: UidBlock::for_state_dir(&state_dir),
             subtree,
             retention: config.agent_retention,
+            max_agents: config.max_agents,
             dir,
             root,
         })
     }
 }
 
-/// The cgroup subtree of the kernel on `state_dir`: unique per state dir, stable across runs.
+/// The cgroup subtree of the kernel on `state_dir`: unique per state dir, stable across runs
+/// and builds (so a later build still cleans an earlier one's leftovers).
 pub fn subtree_name(state_dir: &Path) -> String {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    // Only needs to be stable within one build: a stale subtree of another build is just
-    // not cleaned. FNV would be stable forever; the uid block uses it for that reason.
-    h.write(state_dir.as_os_str().as_encoded_bytes());
-    format!("clove-{:08x}", h.finish() as u32)
+    format!("clove-{:08x}", state_dir_hash(state_dir) as u32)
 }
 
 /// Sets aside the agent directories of the previous run as `agents.prev-<unix time>`: ids
@@ -184,7 +182,7 @@ fn unmount_below(dir: &Path) {
     let mut mounts: Vec<PathBuf> = mountinfo
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape)
+        .map(|field| PathBuf::from(unescape(field)))
         .filter(|p| p.starts_with(dir))
         .collect();
     mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
@@ -195,26 +193,6 @@ fn unmount_below(dir: &Path) {
     }
 }
 
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(field: &str) -> PathBuf {
-    let mut out = String::new();
-    let mut chars = field.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            let code: String = chars.by_ref().take(3).collect();
-            if let Ok(b) = u8::from_str_radix(&code, 8) {
-                out.push(b as char);
-                continue;
-            }
-            out.push('\\');
-            out.push_str(&code);
-        } else {
-            out.push(c);
-        }
-    }
-    PathBuf::from(out)
-}
-
 impl Agents {
     /// Kernel shutdown: stop every agent (SIGTERM, grace, SIGKILL), then remove the cgroup
     /// subtree.
@@ -223,11 +201,13 @@ impl Agents {
         if !live.is_empty() {
             tracing::info!("stopping {} agent(s)", live.len());
         }
-        let stops = live
-            .into_iter()
-            .map(|a| async move { control::kill(&a, grace).await });
-        for r in futures_join(stops).await {
-            if let Err(e) = r {
+        // Concurrently: every agent gets its full grace, shutdown takes one grace at most.
+        let mut stops = tokio::task::JoinSet::new();
+        for agent in live {
+            stops.spawn(async move { control::kill(&agent, grace).await });
+        }
+        while let Some(done) = stops.join_next().await {
+            if let Ok(Err(e)) = done {
                 tracing::warn!("{}", e.message);
             }
         }
@@ -239,31 +219,12 @@ impl Agents {
     }
 }
 
-/// Runs the futures concurrently and collects their outputs.
-async fn futures_join<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let mut set = tokio::task::JoinSet::new();
-    for f in futs {
-        set.spawn(f);
-    }
-    let mut out = Vec::new();
-    while let Some(r) = set.join_next().await {
-        if let Ok(v) = r {
-            out.push(v);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn previous_runs_are_set_aside_and_expire() {
+    fn previous_runs_are_set_aside_and_old_ones_removed() {
         let state = tempfile::tempdir().unwrap();
         let agents = state.path().join("agents");
         fs::create_dir_all(agents.join("2/work")).unwrap();
@@ -283,12 +244,6 @@ mod tests {
             fs::read_to_string(kept[0].join("2/output.log")).unwrap(),
             "hello\n"
         );
-    }
-
-    #[test]
-    fn mountinfo_paths_are_unescaped() {
-        assert_eq!(unescape(r"/a\040b"), PathBuf::from("/a b"));
-        assert_eq!(unescape("/plain"), PathBuf::from("/plain"));
     }
 
     #[test]

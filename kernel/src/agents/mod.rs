@@ -238,6 +238,8 @@ pub struct Host {
     pub root: bool,
     /// How long an exited agent's directory is kept.
     pub retention: std::time::Duration,
+    /// Most agents alive at once (every live agent holds a uid of the block).
+    pub max_agents: usize,
 }
 
 /// The agents of one kernel.
@@ -353,6 +355,16 @@ impl Agents {
     /// Reserves `name` for agent `id`; fails when a live agent has it.
     fn reserve(&self, name: &str, id: u32) -> Result<(), WireError> {
         let mut t = lock(&self.table);
+        // Names reserved include the live agents and the SPAWNs in progress.
+        if t.names.len() >= self.host.max_agents {
+            return Err(WireError::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "spawn {name:?}: {} agents are alive, the configured max_agents",
+                    t.names.len()
+                ),
+            ));
+        }
         if let Some(other) = t.names.get(name) {
             return Err(WireError::new(
                 ErrorCode::AlreadyExists,
@@ -398,6 +410,11 @@ impl Agents {
     /// inside an agent (an unsandboxed one can reach it) is that agent, not a new caller.
     pub fn agent_of_pid(&self, pid: i32) -> Option<u32> {
         self.host.cgroups.as_ref()?;
+        // Sandboxed agents cannot see the main socket: with no unsandboxed agent alive, no
+        // peer can be one, and the accept path skips the /proc read.
+        if !lock(&self.table).live.values().any(|a| a.view.is_none()) {
+            return None;
+        }
         let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
         let id = agent_in_cgroup_file(&text, &self.host.subtree)?;
         self.get(id).map(|a| a.id)

@@ -356,10 +356,12 @@ fn validate_limits(l: &Limits) -> Result<(), WireError> {
             )));
         }
     }
-    let (quota, period) = l.cpu_quota_period();
-    if !(1_000..=1_000_000).contains(&period) || quota < 1_000 {
+    // The cgroup layer's own check of what it will write (cpu period and quota ranges),
+    // reported under the request's field names.
+    if let Err(e) = cgroup_limits(l).validate() {
+        let (quota, period) = l.cpu_quota_period();
         return Err(invalid(format!(
-            "limits.cpu_quota/cpu_period {quota}/{period}: the period is 1000..1000000 µs and the quota at least 1000 µs"
+            "limits.cpu_quota/cpu_period {quota}/{period}: {e}"
         )));
     }
     if let Some(disk) = l.disk {
@@ -763,6 +765,36 @@ impl Drop for Undo<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_out_of_range_name_the_field() {
+        assert!(validate_limits(&Limits::default()).is_ok());
+        let small_quota = Limits {
+            cpu_quota: 500,
+            ..Limits::default()
+        };
+        let e = validate_limits(&small_quota).unwrap_err();
+        assert!(
+            e.message.contains("limits.cpu_quota/cpu_period 500/100000"),
+            "{e}"
+        );
+        let tiny = Limits {
+            memory: clove_abi::msg::ByteSize(1 << 20),
+            ..Limits::default()
+        };
+        assert!(validate_limits(&tiny)
+            .unwrap_err()
+            .message
+            .contains("limits.memory"));
+        let no_pids = Limits {
+            max_pids: 0,
+            ..Limits::default()
+        };
+        assert!(validate_limits(&no_pids)
+            .unwrap_err()
+            .message
+            .contains("limits.max_pids"));
+    }
 
     #[test]
     fn a_sandboxed_parent_names_only_what_it_sees() {

@@ -6,7 +6,7 @@
 //! agent-scope files stay its own). Blocks lie in 2^30..2^31, far above any real user or
 //! system account and below the 2^31 limit some tools still have; uid = block + id mod 2^16.
 
-use std::hash::{Hash, Hasher};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Where the blocks start.
@@ -25,10 +25,7 @@ pub struct UidBlock {
 impl UidBlock {
     /// The block of the kernel whose state dir is `state_dir` (pass the canonical path).
     pub fn for_state_dir(state_dir: &Path) -> UidBlock {
-        // FNV-1a: stable across Rust versions and runs, unlike `DefaultHasher`'s promise.
-        let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-        state_dir.hash(&mut h);
-        let block = (h.0 % u64::from(BLOCKS)) as u32;
+        let block = (state_dir_hash(state_dir) % u64::from(BLOCKS)) as u32;
         UidBlock {
             first: BASE + block * BLOCK,
         }
@@ -47,18 +44,17 @@ impl UidBlock {
     }
 }
 
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
+/// A hash of a state dir's path that never changes: FNV-1a over its bytes (`DefaultHasher`
+/// promises stability neither across Rust versions nor across builds). Everything a kernel
+/// derives from its state dir (uid block, cgroup subtree) goes through it.
+pub fn state_dir_hash(state_dir: &Path) -> u64 {
+    state_dir
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h: u64, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 #[cfg(test)]
@@ -80,5 +76,8 @@ mod tests {
             }
         }
         assert_ne!(a.uid(1), a.uid(2));
+        // FNV-1a's published values: the derivation never changes between builds.
+        assert_eq!(state_dir_hash(Path::new("")), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(state_dir_hash(Path::new("a")), 0xaf63_dc4c_8601_ec8c);
     }
 }

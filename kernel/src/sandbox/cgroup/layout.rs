@@ -201,7 +201,7 @@ fn parse_mountinfo_line(line: &str) -> Result<MountLine<'_>, &'static str> {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
+pub(crate) fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
