@@ -84,4 +84,4 @@ pub use error::{Error, ProtocolError};
 pub use socket::{resolve_socket, resolve_socket_in, SocketEnv, SOCKET_ENV};
 pub use wire::{RawReply, DEFAULT_MAX_REPLY};
 
-pub use clove_abi::{msg, Codec, ErrorCode, FrameHeader, Opcode, Syscall, WireError};
+pub use clove_abi::{msg, paths, Codec, ErrorCode, FrameHeader, Opcode, Syscall, WireError};
