@@ -1,10 +1,12 @@
 //! WAIT tells how an agent ended: `sys.exit(3)` is exit code 3 and no signal; a process that
-//! SIGKILLs itself is signal 9 and no exit code (not 137, and not an OOM).
+//! SIGKILLs itself is signal 9 and no exit code (not 137, and not an OOM). Once an agent is
+//! gone, WAIT and LOGS by its name still answer, for the last agent that had the name.
 
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
+use clove_sdk::msg::{AgentRef, LogsRequest};
 use clove_tests::{
     agent_output, agents_can_run, client, spawn_ok, spawn_request, wait_exit, Kernel,
 };
@@ -40,6 +42,25 @@ fn wait_reports_exit_code_or_signal() {
         Some("exited with code 3"),
         "{done:?}"
     );
+
+    // By name, after the exit: the same answer, and the same output.
+    let by_name = c
+        .wait(AgentRef::Name("exit-3"), Some(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(
+        (by_name.agent_id, by_name.exited, by_name.exit_code),
+        (code.id, true, Some(3)),
+        "{by_name:?}"
+    );
+    let logs = c
+        .logs(&LogsRequest {
+            name: Some("exit-3".into()),
+            ..LogsRequest::default()
+        })
+        .unwrap();
+    assert_eq!(logs.agent_id, code.id);
+    assert!(logs.text.contains("EXITING code 3"), "{logs:?}");
+    assert!(!logs.running, "{logs:?}");
 
     let done = wait_exit(&mut c, signal.id, Duration::from_secs(20)).unwrap();
     let output = agent_output(&kernel, signal.id).unwrap();

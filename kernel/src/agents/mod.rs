@@ -300,13 +300,17 @@ impl Agents {
         lock(&self.table).live.get(&id).cloned()
     }
 
-    /// An exited agent by id.
-    pub fn exited(&self, id: u32) -> Option<Exited> {
+    /// An exited agent by id, or the latest exited agent of a name: what WAIT and LOGS report
+    /// once an agent is gone (a name is free for reuse, so it means the most recent holder).
+    pub fn exited(&self, r: AgentRef<'_>) -> Option<Exited> {
         lock(&self.table)
             .exited
             .iter()
             .rev()
-            .find(|e| e.id == id)
+            .find(|e| match r {
+                AgentRef::Id(id) => e.id == id,
+                AgentRef::Name(name) => e.name == name,
+            })
             .cloned()
     }
 

@@ -89,12 +89,14 @@ pub async fn wait(
     req: WaitRequest,
 ) -> Result<WaitReply, WireError> {
     let r = target(req.target())?;
-    if let AgentRef::Id(id) = r {
-        if let Some(done) = kernel.agents.exited(id) {
-            return Ok(reply(id, Some(&done.reason)));
-        }
-    }
-    let agent = kernel.agents.find(r)?;
+    // A live agent of that name or id is the one waited for; else the one that exited last.
+    let agent = match kernel.agents.find(r) {
+        Ok(agent) => agent,
+        Err(e) => match kernel.agents.exited(r) {
+            Some(done) => return Ok(reply(done.id, Some(&done.reason))),
+            None => return Err(e),
+        },
+    };
     let reason = match req.timeout_ms {
         Some(ms) => tokio::time::timeout(Duration::from_millis(ms), agent.exited())
             .await
@@ -136,12 +138,9 @@ pub async fn logs(
             control::authorize(&kernel.agents, caller, &agent, "read the logs of")?;
             (agent.id, std::sync::Arc::clone(&agent.log), true)
         }
-        Err(e) => match r {
-            AgentRef::Id(id) => match kernel.agents.exited(id) {
-                Some(done) => (id, done.log, false),
-                None => return Err(e),
-            },
-            AgentRef::Name(_) => return Err(e),
+        Err(e) => match kernel.agents.exited(r) {
+            Some(done) => (done.id, done.log, false),
+            None => return Err(e),
         },
     };
     let failed = |e: std::io::Error| {
