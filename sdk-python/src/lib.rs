@@ -99,8 +99,19 @@ fn py_err(err: Error) -> PyErr {
 #[pyclass(module = "clove_sdk._native", frozen)]
 struct Connection {
     path: PathBuf,
-    /// `None` once closed.
+    /// `None` once closed. Held for the whole of a call, with the GIL released.
     client: Mutex<Option<Client>>,
+    /// What the getters report, updated after every call. A separate lock, held only for an
+    /// instant: a getter must never wait for a call in progress while it holds the GIL.
+    seen: Mutex<Seen>,
+}
+
+/// A connection's state as of its last call.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    agent_id: Option<u32>,
+    pending: usize,
+    open: bool,
 }
 
 impl Connection {
@@ -113,8 +124,18 @@ impl Connection {
         py.detach(|| {
             let mut guard = lock(&self.client);
             let client = guard.as_mut().ok_or_else(|| closed(&self.path))?;
-            f(client).map_err(py_err)
+            let result = f(client);
+            *lock(&self.seen) = Seen {
+                agent_id: client.agent_id(),
+                pending: client.pending(),
+                open: true,
+            };
+            result.map_err(py_err)
         })
+    }
+
+    fn seen(&self) -> Seen {
+        *lock(&self.seen)
     }
 }
 
@@ -125,10 +146,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn closed(path: &std::path::Path) -> PyErr {
-    PyConnectionError::new_err(format!(
-        "the connection to {} is closed",
-        path.display()
-    ))
+    PyConnectionError::new_err(format!("the connection to {} is closed", path.display()))
 }
 
 #[pymethods]
@@ -153,6 +171,11 @@ impl Connection {
         Ok(Connection {
             path: client.socket_path().to_path_buf(),
             client: Mutex::new(Some(client)),
+            seen: Mutex::new(Seen {
+                agent_id: None,
+                pending: 0,
+                open: true,
+            }),
         })
     }
 
@@ -166,13 +189,13 @@ impl Connection {
     /// first reply).
     #[getter]
     fn agent_id(&self) -> Option<u32> {
-        lock(&self.client).as_ref().and_then(Client::agent_id)
+        self.seen().agent_id
     }
 
-    /// Whether the connection is still open (not closed, not broken by an earlier error).
+    /// Whether the connection is open (`close` not called).
     #[getter]
     fn open(&self) -> bool {
-        lock(&self.client).is_some()
+        self.seen().open
     }
 
     /// Sets the read and write timeout in seconds (`None`: wait forever).
@@ -218,11 +241,12 @@ impl Connection {
     /// The number of requests sent whose replies have not been received.
     #[getter]
     fn pending(&self) -> usize {
-        lock(&self.client).as_ref().map_or(0, Client::pending)
+        self.seen().pending
     }
 
-    /// Closes the connection (idempotent).
+    /// Closes the connection (idempotent), once the call in progress, if any, is done.
     fn close(&self, py: Python<'_>) {
+        lock(&self.seen).open = false;
         py.detach(|| drop(lock(&self.client).take()));
     }
 
@@ -278,7 +302,9 @@ impl AsyncConnection {
     #[pyo3(signature = (path=None))]
     fn connect(py: Python<'_>, path: Option<PathBuf>) -> PyResult<Bound<'_, PyAny>> {
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let mut client = AsyncClient::connect(path.as_deref()).await.map_err(py_err)?;
+            let mut client = AsyncClient::connect(path.as_deref())
+                .await
+                .map_err(py_err)?;
             client.set_codec(Codec::Json);
             Ok(AsyncConnection {
                 path: client.socket_path().to_path_buf(),
@@ -392,14 +418,16 @@ fn error_reply<'py>(
     message: &str,
 ) -> PyResult<Bound<'py, PyAny>> {
     let err = WireError::new(clove_sdk::ErrorCode::parse(code), message);
-    pythonize::pythonize(py, &err.to_json(opcode))
-        .map_err(|e| PyValueError::new_err(e.to_string()))
+    pythonize::pythonize(py, &err.to_json(opcode)).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// Every opcode the ABI assigns, as `(name, value)` pairs in numeric order (`("HELLO", 0xFE)`).
 #[pyfunction]
 fn opcodes() -> Vec<(&'static str, u8)> {
-    Opcode::ALL.iter().map(|op| (op.name(), op.as_u8())).collect()
+    Opcode::ALL
+        .iter()
+        .map(|op| (op.name(), op.as_u8()))
+        .collect()
 }
 
 /// The `clove_sdk._native` module.
@@ -413,4 +441,32 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("COMPAT_SOCKET", clove_sdk::paths::COMPAT_SOCKET)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The conversions that touch Python objects are tested from Python (sdk-python/tests);
+    // these are the parts that do not need an interpreter.
+
+    #[test]
+    fn timeouts_are_positive_seconds_or_none() {
+        assert_eq!(seconds(None).ok(), Some(None));
+        assert_eq!(
+            seconds(Some(1.5)).ok(),
+            Some(Some(Duration::from_millis(1500)))
+        );
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(seconds(Some(bad)).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn every_opcode_is_listed_once_in_order() {
+        let ops = opcodes();
+        assert_eq!(ops.len(), Opcode::ALL.len());
+        assert!(ops.windows(2).all(|w| w[0].1 < w[1].1));
+        assert!(ops.contains(&("HELLO", 0xFE)));
+    }
 }
