@@ -145,6 +145,8 @@ opcodes! {
     Wait = 0xD0 => "WAIT",
     /// Ours: read an agent's output log (stdout and stderr), optionally waiting for more.
     Logs = 0xD1 => "LOGS",
+    /// Ours: several messages to one mailbox in one request.
+    SendBatch = 0xD2 => "SEND_BATCH",
     /// Report LLM usage an SDK incurred itself.
     LlmReport = 0xF0 => "LLM_REPORT",
     /// Handshake: protocol version and features.
@@ -206,8 +208,8 @@ mod tests {
             .map(|o| o.as_u8())
             .filter(|b| (EXTENSION_FIRST..=EXTENSION_LAST).contains(b))
             .collect();
-        assert_eq!(ours, [0xD0, 0xD1]);
-        assert_eq!(Opcode::ALL.len(), 56);
+        assert_eq!(ours, [0xD0, 0xD1, 0xD2]);
+        assert_eq!(Opcode::ALL.len(), 57);
     }
 
     #[test]

@@ -90,6 +90,19 @@ pub struct Flags {
     #[arg(long, env = "CLOVE_AGENT_RETENTION_SECS", value_name = "SECS")]
     pub agent_retention_secs: Option<u64>,
 
+    /// Most messages waiting in one mailbox; SEND to a full one fails or waits [default: 1024]
+    #[arg(long, env = "CLOVE_MAILBOX_MESSAGES", value_name = "N")]
+    pub mailbox_messages: Option<usize>,
+
+    /// Most bytes of messages waiting in one mailbox [default: 8388608, 8 MiB]
+    #[arg(long, env = "CLOVE_MAILBOX_BYTES", value_name = "BYTES")]
+    pub mailbox_bytes: Option<usize>,
+
+    /// Most events queued per subscriber; beyond it the oldest are dropped (and counted)
+    /// [default: 1024]
+    #[arg(long, env = "CLOVE_EVENT_QUEUE", value_name = "N")]
+    pub event_queue: Option<usize>,
+
     /// Print the effective configuration as TOML and exit
     #[arg(long)]
     pub print_config: bool,
@@ -129,6 +142,9 @@ struct FileConfig {
     kill_grace_ms: Option<u64>,
     agent_retention_secs: Option<u64>,
     max_agents: Option<usize>,
+    mailbox_messages: Option<usize>,
+    mailbox_bytes: Option<usize>,
+    event_queue: Option<usize>,
 }
 
 /// The effective, validated configuration.
@@ -162,6 +178,12 @@ pub struct Config {
     /// How long an exited agent's directory is kept.
     #[serde(rename = "agent_retention_secs", serialize_with = "ser_secs")]
     pub agent_retention: Duration,
+    /// Most messages waiting in one mailbox.
+    pub mailbox_messages: usize,
+    /// Most bytes waiting in one mailbox.
+    pub mailbox_bytes: usize,
+    /// Most events queued per subscriber.
+    pub event_queue: usize,
 }
 
 fn ser_compat<S: serde::Serializer>(v: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
@@ -296,6 +318,15 @@ pub fn load(flags: &Flags, host: &Host) -> Result<Config, ConfigError> {
                 .or(file.agent_retention_secs)
                 .unwrap_or(86_400),
         ),
+        mailbox_messages: flags
+            .mailbox_messages
+            .or(file.mailbox_messages)
+            .unwrap_or(1024),
+        mailbox_bytes: flags
+            .mailbox_bytes
+            .or(file.mailbox_bytes)
+            .unwrap_or(8 << 20),
+        event_queue: flags.event_queue.or(file.event_queue).unwrap_or(1024),
     };
     config.validate()?;
     Ok(config)
@@ -372,6 +403,15 @@ impl Config {
         }
         if self.python.trim().is_empty() {
             return bad("python: must name an interpreter".into());
+        }
+        for (key, value) in [
+            ("mailbox_messages", self.mailbox_messages),
+            ("mailbox_bytes", self.mailbox_bytes),
+            ("event_queue", self.event_queue),
+        ] {
+            if value == 0 {
+                return bad(format!("{key}: must be at least 1"));
+            }
         }
         if self.kill_grace > Duration::from_secs(600) {
             return bad(format!(

@@ -6,7 +6,9 @@
 
 mod agents;
 mod config;
+mod events;
 mod ids;
+mod ipc;
 mod kernel;
 mod sandbox;
 mod server;
@@ -118,7 +120,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     let kernel = Arc::new(kernel::Kernel::new(config, host));
     let state_path = state.path().display().to_string();
     runtime.block_on(async move {
-        let shutdown = CancellationToken::new();
+        let shutdown = kernel.stopping.clone();
         tokio::spawn(signals.wait(shutdown.clone()));
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),

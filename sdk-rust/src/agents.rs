@@ -112,7 +112,7 @@ macro_rules! agent_methods {
 
         /// WAIT: blocks until `agent` has exited, or until `timeout` (`None`: as long as it
         /// takes), and says how it ended; `exited` is false when the timeout ran out first.
-        /// An exited agent is still found by id (not by name: its name is free again).
+        /// An exited agent is still found, by id or by name (the last agent of that name).
         ///
         /// A blocking client's own read timeout ([`Client::set_timeout`](crate::Client::set_timeout))
         /// still applies: make it longer than `timeout`, or the call fails first.
@@ -126,8 +126,8 @@ macro_rules! agent_methods {
 
         /// LOGS: an agent's output. Without `offset`, the last `lines` lines; with it, the
         /// bytes from that offset on, waiting up to `wait_ms` for new output. To follow, ask
-        /// again from `next_offset` until `running` is false and `text` is empty (ask by id:
-        /// an exited agent's name is free again).
+        /// again from `next_offset` until `running` is false and `text` is empty. An exited
+        /// agent's output stays readable by id or name (the last agent of that name).
         pub $($async_kw)? fn logs(
             &mut self,
             req: &$crate::msg::LogsRequest,

@@ -112,6 +112,8 @@ impl Client {
 
     crate::agents::agent_methods!(;);
 
+    crate::coop::coop_methods!(;);
+
     /// Queues a typed request without writing it (see [`Client::flush`]).
     pub fn send<R: Syscall>(&mut self, req: &R) -> Result<(), Error> {
         self.conn.queue(req)

@@ -73,6 +73,7 @@ mod agents;
 #[cfg(feature = "async")]
 mod asynchronous;
 mod blocking;
+mod coop;
 mod error;
 mod socket;
 mod wire;
@@ -84,4 +85,4 @@ pub use error::{Error, ProtocolError};
 pub use socket::{resolve_socket, resolve_socket_in, SocketEnv, SOCKET_ENV};
 pub use wire::{RawReply, DEFAULT_MAX_REPLY};
 
-pub use clove_abi::{msg, paths, Codec, ErrorCode, FrameHeader, Opcode, Syscall, WireError};
+pub use clove_abi::{msg, paths, Codec, ErrorCode, FrameHeader, Json, Opcode, Syscall, WireError};

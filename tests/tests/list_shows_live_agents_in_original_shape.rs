@@ -66,15 +66,24 @@ fn list_shows_live_agents_in_original_shape() {
             "{again:?}"
         );
     }
-    // By name it is not found: the name was freed with the exit (as documented).
+    // By name too: the last agent of that name, although the name is free again (LIST no
+    // longer shows it, and a new agent may take it).
     let by_name = c
         .call(&WaitRequest {
             id: None,
             name: Some("lister-short".into()),
             timeout_ms: Some(100),
         })
+        .unwrap();
+    assert_eq!((by_name.agent_id, by_name.exited), (short.id, true));
+    let unknown = c
+        .call(&WaitRequest {
+            id: None,
+            name: Some("never-was".into()),
+            timeout_ms: Some(100),
+        })
         .unwrap_err();
-    assert_eq!(by_name.code(), Some(&ErrorCode::NotFound), "{by_name}");
+    assert_eq!(unknown.code(), Some(&ErrorCode::NotFound), "{unknown}");
 
     kill_agent(&mut c, sleeper.id).unwrap();
     assert!(list_agents(&mut c).unwrap().is_empty());

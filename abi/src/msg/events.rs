@@ -213,6 +213,10 @@ pub struct PollEventsReply {
     pub events: Vec<Event>,
     /// `events.len()`.
     pub count: u64,
+    /// Extension: events dropped since the previous poll because the caller's queue was full
+    /// (the oldest go first); absent when none was.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub dropped: Option<u64>,
 }
 
 /// One event: `{type, data, source_agent_id, timestamp}`.

@@ -78,6 +78,7 @@ macro_rules! for_each_syscall {
             Pause => $crate::msg::PauseRequest, $crate::msg::PauseReply;
             Resume => $crate::msg::ResumeRequest, $crate::msg::ResumeReply;
             Send => $crate::msg::SendRequest, $crate::msg::SendReply;
+            SendBatch => $crate::msg::SendBatchRequest, $crate::msg::SendBatchReply;
             Recv => $crate::msg::RecvRequest, $crate::msg::RecvReply;
             Broadcast => $crate::msg::BroadcastRequest, $crate::msg::BroadcastReply;
             Register => $crate::msg::RegisterRequest, $crate::msg::RegisterReply;

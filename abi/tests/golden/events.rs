@@ -268,6 +268,7 @@ fn poll_events_reply_has_the_original_keys() {
             timestamp: 1_700_000_000_123,
         }],
         count: 1,
+        dropped: None,
     };
     assert_eq!(
         sent(&r),
@@ -285,17 +286,18 @@ fn poll_events_reply_has_the_original_keys() {
                      0e 7b 22 61 67 65 6e 74 5f 69 64 22 3a 32 7d
                      00
                      fb d0 95 ff bc 31
-                 01"
+                 01  00"
         ))
     );
     let empty = PollEventsReply {
         success: true,
         events: Vec::new(),
         count: 0,
+        dropped: Some(3),
     };
     assert_eq!(
         sent(&empty),
-        json!({"success": true, "events": [], "count": 0})
+        json!({"success": true, "events": [], "count": 0, "dropped": 3})
     );
 
     // What the original kernel sent, restart event data included.

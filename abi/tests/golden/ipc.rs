@@ -3,12 +3,12 @@
 use clove_abi::codec::encode;
 use clove_abi::msg::{
     AgentRef, BroadcastReply, BroadcastRequest, IpcMessage, RecvReply, RecvRequest, RegisterReply,
-    RegisterRequest, SendReply, SendRequest,
+    RegisterRequest, SendBatchReply, SendBatchRequest, SendReply, SendRequest,
 };
 use clove_abi::{Codec, Json};
 use serde_json::{json, Value};
 
-use crate::{golden, hex, parse, reject, sent};
+use crate::{golden, hex, parse, postcard, reject, sent};
 
 // ---------------------------------------------------------------- SEND
 
@@ -20,19 +20,47 @@ fn send_golden() {
             to: Some(2),
             to_name: None,
             message: Json(json!({"text": "hi"})),
+            timeout_ms: None,
         },
         r#"{"to":2,"message":{"text":"hi"}}"#,
-        "01 02  00  0d 7b 22 74 65 78 74 22 3a 22 68 69 22 7d",
+        "01 02  00  0d 7b 22 74 65 78 74 22 3a 22 68 69 22 7d  00",
     );
     golden(
         &SendRequest {
             to: None,
             to_name: Some("w".into()),
             message: Json(json!("hello")),
+            timeout_ms: Some(500),
         },
-        r#"{"to_name":"w","message":"hello"}"#,
-        "00  01 01 77  07 22 68 65 6c 6c 6f 22",
+        r#"{"to_name":"w","message":"hello","timeout_ms":500}"#,
+        "00  01 01 77  07 22 68 65 6c 6c 6f 22  01 f4 03",
     );
+}
+
+#[test]
+fn send_batch_golden() {
+    golden(
+        &SendBatchRequest {
+            to: Some(2),
+            to_name: None,
+            messages: vec![Json(json!(1)), Json(json!("a"))],
+            timeout_ms: None,
+        },
+        r#"{"to":2,"messages":[1,"a"]}"#,
+        "01 02  00  02 01 31 03 22 61 22  00",
+    );
+    let r = SendBatchReply {
+        success: true,
+        delivered_to: 2,
+        delivered: 2,
+    };
+    assert_eq!(
+        sent(&r),
+        json!({"success": true, "delivered_to": 2, "delivered": 2})
+    );
+    assert_eq!(postcard(&r), hex("01 02 02"));
+    let b: SendBatchRequest = parse(r#"{"to_name": "sink", "messages": []}"#);
+    assert_eq!(b.target(), Some(AgentRef::Name("sink")));
 }
 
 #[test]

@@ -151,10 +151,16 @@ pub async fn set_paused(agents: &Agents, agent: &Arc<Agent>, pause: bool) -> Res
     } else {
         AgentState::Running
     });
-    let _ = agents.events.send(if pause {
-        LifecycleEvent::Paused { id: agent.id }
+    agents.notify(if pause {
+        LifecycleEvent::Paused {
+            id: agent.id,
+            name: agent.name.clone(),
+        }
     } else {
-        LifecycleEvent::Resumed { id: agent.id }
+        LifecycleEvent::Resumed {
+            id: agent.id,
+            name: agent.name.clone(),
+        }
     });
     Ok(())
 }

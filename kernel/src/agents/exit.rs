@@ -38,7 +38,7 @@ pub fn watch(agents: Arc<Agents>, agent: Arc<Agent>, report: Option<OwnedFd>) {
         super::host::expire_later(agent.dir.clone(), agents.host.retention);
         // send_replace: the value must stick even when nobody is waiting yet (WAIT later).
         agent.exit.send_replace(Some(reason.clone()));
-        let _ = agents.events.send(LifecycleEvent::Exited {
+        agents.notify(LifecycleEvent::Exited {
             id: agent.id,
             name: agent.name.clone(),
             reason,

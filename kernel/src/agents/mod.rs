@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use clove_abi::msg::{AgentEntry, AgentRef, AgentState, Isolation, SpawnRequest};
 use clove_abi::{ErrorCode, WireError};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::sandbox::cgroup::{AgentCgroup, Cgroups};
@@ -70,7 +70,6 @@ impl ExitReason {
 
 /// A lifecycle event for the event bus (the events issue exposes it to agents).
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // the fields are read by the event bus of the events issue
 pub enum LifecycleEvent {
     /// An agent started.
     Spawned {
@@ -94,11 +93,15 @@ pub enum LifecycleEvent {
     Paused {
         /// Its id.
         id: u32,
+        /// Its name.
+        name: String,
     },
     /// An agent was thawed.
     Resumed {
         /// Its id.
         id: u32,
+        /// Its name.
+        name: String,
     },
 }
 
@@ -248,9 +251,22 @@ pub struct Agents {
     table: Mutex<Table>,
     /// The host side.
     pub host: Host,
-    /// Lifecycle events.
-    pub events: broadcast::Sender<LifecycleEvent>,
+    /// Told of every lifecycle event, synchronously, in order.
+    observers: Observers,
 }
+
+/// The observers, shown by count in debug output.
+struct Observers(Vec<Observer>);
+
+impl std::fmt::Debug for Observers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} observer(s)", self.0.len())
+    }
+}
+
+/// Something told of lifecycle events (the event bus, the mailboxes). Called synchronously
+/// from the agent's task, so what it does must be quick and must not block.
+pub type Observer = Box<dyn Fn(&LifecycleEvent) + Send + Sync>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain data behind; keep serving.
@@ -258,12 +274,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Agents {
-    /// The agents of a kernel whose host side is `host`.
-    pub fn new(host: Host) -> Agents {
+    /// The agents of a kernel whose host side is `host`; `observers` are told of every
+    /// lifecycle event.
+    pub fn new(host: Host, observers: Vec<Observer>) -> Agents {
         Agents {
             table: Mutex::new(Table::default()),
             host,
-            events: broadcast::channel(1024).0,
+            observers: Observers(observers),
+        }
+    }
+
+    /// Tells every observer of `event`. The event is in effect when this runs: an exited
+    /// agent is already out of the live table, a paused one frozen.
+    pub fn notify(&self, event: LifecycleEvent) {
+        for observer in &self.observers.0 {
+            observer(&event);
         }
     }
 

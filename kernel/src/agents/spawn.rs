@@ -257,7 +257,7 @@ pub async fn spawn(
         Arc::clone(&agent),
         started.report,
     );
-    let _ = agents.events.send(LifecycleEvent::Spawned {
+    agents.notify(LifecycleEvent::Spawned {
         id,
         name: req.name.clone(),
         pid,

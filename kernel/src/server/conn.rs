@@ -50,6 +50,10 @@ pub async fn serve(
     caller: Caller,
     shutdown: CancellationToken,
 ) {
+    if !caller.agent {
+        // An operator connection can be sent messages while it is open.
+        kernel.ipc.operator_opened(caller.id);
+    }
     let (rd, wr) = stream.split();
     let mut reader = BufReader::with_capacity(BUF, rd);
     let mut writer = BufWriter::with_capacity(BUF, wr);
@@ -119,6 +123,12 @@ pub async fn serve(
         }
     };
     let _ = writer.flush().await;
+    if !caller.agent {
+        // What belonged to an operator connection goes with it, so the next run of a script
+        // finds its names free (the original kept them forever).
+        kernel.ipc.release(caller.id);
+        kernel.events.forget(caller.id);
+    }
     tracing::debug!(conn = caller.id, "connection closed: {end}");
 }
 

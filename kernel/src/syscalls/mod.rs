@@ -7,6 +7,8 @@
 //! Handlers are thin: decode, call the subsystem, shape the reply. Errors become wire errors in
 //! one place ([`reply`]).
 
+mod events;
+mod ipc;
 mod lifecycle;
 mod session;
 
@@ -81,6 +83,24 @@ pub async fn handle(kernel: &Kernel, caller: &Caller, req: Request) -> Response 
         Opcode::Resume => typed_async!(req, |r| lifecycle::resume(kernel, caller, r)),
         Opcode::Wait => typed_async!(req, |r| lifecycle::wait(kernel, caller, r)),
         Opcode::Logs => typed_async!(req, |r| lifecycle::logs(kernel, caller, r)),
+        Opcode::Register => typed(&req, |r| ipc::register(kernel, caller, r)),
+        Opcode::Send => {
+            let len = req.payload.len();
+            typed_async!(req, |r| ipc::send(kernel, caller, r, len))
+        }
+        Opcode::SendBatch => {
+            let len = req.payload.len();
+            typed_async!(req, |r| ipc::send_batch(kernel, caller, r, len))
+        }
+        Opcode::Recv => typed_async!(req, |r| ipc::recv(kernel, caller, r)),
+        Opcode::Broadcast => {
+            let len = req.payload.len();
+            typed_async!(req, |r| ipc::broadcast(kernel, caller, r, len))
+        }
+        Opcode::Subscribe => typed(&req, |r| events::subscribe(kernel, caller, r)),
+        Opcode::Unsubscribe => typed(&req, |r| events::unsubscribe(kernel, caller, r)),
+        Opcode::PollEvents => typed_async!(req, |r| events::poll(kernel, caller, r)),
+        Opcode::Emit => typed(&req, |r| events::emit(kernel, caller, r)),
         op if op.is_world_or_tunnel() => {
             error(req.codec, req.opcode, &WireError::not_supported(op))
         }
@@ -155,6 +175,15 @@ pub const IMPLEMENTED: &[Opcode] = &[
     Opcode::Resume,
     Opcode::Wait,
     Opcode::Logs,
+    Opcode::Register,
+    Opcode::Send,
+    Opcode::SendBatch,
+    Opcode::Recv,
+    Opcode::Broadcast,
+    Opcode::Subscribe,
+    Opcode::Unsubscribe,
+    Opcode::PollEvents,
+    Opcode::Emit,
     Opcode::Hello,
     Opcode::Exit,
 ];

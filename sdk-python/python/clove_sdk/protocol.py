@@ -1,7 +1,7 @@
 """The wire vocabulary: opcodes (`SyscallOp`) and raw reply frames (`Message`).
 
 These are what the low-level `send`, `recv` and `call` methods of a client speak. The values
-are the original kernel's; `SYS_WAIT` and `SYS_LOGS` are this kernel's additions (0xD0-0xEF is
+are the original kernel's; `SYS_WAIT`, `SYS_LOGS` and `SYS_SEND_BATCH` are this kernel's additions (0xD0-0xEF is
 the range of extensions).
 """
 
@@ -78,6 +78,7 @@ class SyscallOp(IntEnum):
     SYS_METRICS_CGROUP = 0xC3
     SYS_WAIT = 0xD0
     SYS_LOGS = 0xD1
+    SYS_SEND_BATCH = 0xD2
     SYS_LLM_REPORT = 0xF0
     SYS_HELLO = 0xFE
     SYS_EXIT = 0xFF

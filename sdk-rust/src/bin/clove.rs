@@ -9,6 +9,8 @@
 // other binaries.
 #[path = "clove/agents.rs"]
 mod agents;
+#[path = "clove/coop.rs"]
+mod coop;
 #[path = "clove/demo.rs"]
 mod demo;
 #[path = "clove/table.rs"]
@@ -26,6 +28,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use agents::{Control, RunArgs, Target};
+use coop::Kv;
 use demo::DemoArgs;
 
 const AFTER_HELP: &str = "\
@@ -40,6 +43,10 @@ Examples:
   clove logs -f agent                  follow an agent's output until it exits
   clove wait agent --timeout 30s       wait for it; exit with its exit status
   clove kill agent                     SIGTERM, a grace period, then SIGKILL
+  clove send worker '{\"task\": 1}'    a message to an agent, by name
+  clove recv inbox --timeout 30s       receive as inbox (agents SEND to_name inbox)
+  clove kv set config.mode fast        the key-value store: get, set, del, ls
+  clove events -f                      print kernel and agent events as they happen
   clove demo all                       attack the sandbox, print what held
 
 Agents are named by name or id (digits mean an id).
@@ -147,7 +154,7 @@ enum Command {
     /// The exit status is the agent's exit code, 128 + the signal when it was killed, 124
     /// when --timeout ran out first.
     Wait {
-        /// The agent's name or id (digits mean an id; an exited agent is found by id only)
+        /// The agent's name or id (digits mean an id; an exited agent is found too)
         #[arg(value_name = "NAME|ID")]
         agent: Target,
     },
@@ -159,9 +166,49 @@ enum Command {
         /// How many lines from the end to start with
         #[arg(short = 'n', long, value_name = "LINES", default_value_t = 100)]
         lines: u32,
-        /// The agent's name or id (digits mean an id; an exited agent is found by id only)
+        /// The agent's name or id (digits mean an id; an exited agent is found too)
         #[arg(value_name = "NAME|ID")]
         agent: Target,
+    },
+    /// Send a message to an agent or a registered name (SEND; several: SEND_BATCH)
+    ///
+    /// A message that parses as JSON is sent as that value, anything else as a string.
+    /// With --timeout, a full mailbox is waited on up to that long instead of failing.
+    Send {
+        /// The recipient: an agent's name or id, or a registered name
+        #[arg(value_name = "NAME|ID")]
+        to: Target,
+        /// The message(s), delivered in order
+        #[arg(value_name = "MESSAGE", required = true)]
+        messages: Vec<String>,
+    },
+    /// Wait for messages sent to a name (REGISTER, then RECV), print them, and exit
+    ///
+    /// Registers NAME for as long as the command runs, so agents can SEND to it; prints
+    /// what arrives (at most --max), waiting up to --timeout (default 10s) for the first.
+    /// Exits 124 when nothing arrived.
+    Recv {
+        /// The name to receive as
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// At most this many messages
+        #[arg(long, default_value_t = 10)]
+        max: u32,
+    },
+    /// Read and write the kernel's key-value store (FETCH, STORE, DELETE, KEYS)
+    #[command(subcommand)]
+    Kv(Kv),
+    /// Print kernel and agent events as they happen (SUBSCRIBE, POLL_EVENTS)
+    ///
+    /// Without types: every kernel event type and every custom one. Without --follow, prints
+    /// what arrives within --timeout (default 1s) of the last event and stops.
+    Events {
+        /// Keep printing until interrupted
+        #[arg(short, long)]
+        follow: bool,
+        /// Event types: AGENT_SPAWNED, AGENT_EXITED, ..., CUSTOM, or custom names
+        #[arg(value_name = "TYPE")]
+        types: Vec<String>,
     },
     /// Attack the sandbox with adversarial agents and report what held (see --list)
     #[command(
@@ -326,6 +373,19 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             lines,
             agent,
         } => agents::logs(c, &mut out, json, agent, *lines, *follow),
+        Command::Send { to, messages } => coop::send(c, &mut out, json, to, messages, cli.timeout),
+        Command::Recv { name, max } => coop::recv(
+            c,
+            &mut out,
+            json,
+            name,
+            *max,
+            Some(cli.timeout.unwrap_or(DEFAULT_TIMEOUT)),
+        ),
+        Command::Kv(cmd) => coop::kv(c, &mut out, json, cmd),
+        Command::Events { follow, types } => {
+            coop::events(c, &mut out, json, types, *follow, cli.timeout)
+        }
         Command::Demo(args) => demo::run(c, &mut out, json, args),
     }
 }

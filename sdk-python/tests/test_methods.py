@@ -1,0 +1,741 @@
+"""Every public method of the blocking `CloveClient`, against a real kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+
+import pytest
+
+import clove_sdk
+from clove_sdk import CloveClient, Message, SyscallOp, _native, connect, errors, resolve_socket
+from clove_sdk.errors import (
+    CloveError,
+    InvalidRequestError,
+    KernelUnreachableError,
+    NotFoundError,
+    NotImplementedByKernelError,
+)
+
+from conftest import NOT_IMPLEMENTED, SLEEPER, opname
+
+#: The opcodes this kernel implements today (HELLO's features.opcodes lists them).
+IMPLEMENTED = {"NOOP", "SPAWN", "KILL", "LIST", "PAUSE", "RESUME", "WAIT", "LOGS", "HELLO", "EXIT"}
+
+
+# ---- hello, echo, noop -----------------------------------------------------------------------
+
+def test_hello_reply_shape(client):
+    r = client.hello()
+    assert list(r) == ["success", "protocol_version", "kernel_version", "features"]
+    assert r["success"] is True
+    assert r["protocol_version"] == 1
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", r["kernel_version"]), r["kernel_version"]
+    f = r["features"]
+    assert "json" in f["codecs"]
+    assert IMPLEMENTED <= set(f["opcodes"])
+    # Every opcode it lists is a real opcode name.
+    assert set(f["opcodes"]) <= {op.name[4:] for op in SyscallOp}
+    assert f["agents"] is True
+    for flag in ("sandbox", "llm", "ipc", "state", "events", "supervision", "audit", "metrics"):
+        assert isinstance(f[flag], bool), flag
+
+
+def test_echo_and_noop(client):
+    assert client.echo("hello clove") == "hello clove"
+    assert client.echo("héllo ✓") == "héllo ✓"
+    assert client.echo(b"raw\x01bytes") == "raw\x01bytes"
+    assert client.echo("") == ""
+    assert client.noop() is True
+    # NOOP echoes exactly, even bytes that are not JSON.
+    m = client.call(SyscallOp.SYS_NOOP, b"\xff\x00not json")
+    assert m.payload == b"\xff\x00not json"
+
+
+def test_version_attribute():
+    assert isinstance(clove_sdk.__version__, str) and clove_sdk.__version__
+    assert clove_sdk.AgentOSClient is CloveClient
+
+
+# ---- connection management -------------------------------------------------------------------
+
+def test_connect_disconnect_reconnect(kernel):
+    c = CloveClient(kernel.socket)
+    assert c.socket_path == kernel.socket
+    assert c.connected is False  # the constructor does not connect
+    assert c.agent_id is None
+    assert c.connect() is True
+    assert c.connected is True
+    assert c.connect() is True  # idempotent
+    assert c.hello()["success"] is True
+    first = c.agent_id
+    c.disconnect()
+    assert c.connected is False
+    c.disconnect()  # idempotent
+    # A call on a disconnected client connects again: a new connection, a new id.
+    assert c.hello()["success"] is True
+    assert c.connected is True
+    assert c.agent_id != first
+    c.disconnect()
+
+
+def test_first_call_connects(kernel):
+    c = CloveClient(kernel.socket)
+    assert c.echo("x") == "x"
+    assert c.connected is True
+    c.disconnect()
+
+
+def test_context_manager(kernel):
+    with CloveClient(kernel.socket) as c:
+        assert c.connected is True
+        assert c.hello()["protocol_version"] == 1
+    assert c.connected is False
+
+
+def test_connect_function(kernel):
+    c = connect(kernel.socket, timeout=5)
+    try:
+        assert isinstance(c, CloveClient)
+        assert c.connected is True
+        assert c.timeout == 5
+    finally:
+        c.disconnect()
+    bad = connect(os.path.join(kernel.dir, "absent.sock"))
+    assert bad.connected is False
+    assert bad.last_error
+
+
+def test_exit(kernel):
+    c = CloveClient(kernel.socket)
+    assert c.hello()["success"] is True
+    assert c.exit() is True
+    assert c.connected is False
+    # The client can be used again afterwards (a new connection).
+    assert c.echo("again") == "again"
+    c.disconnect()
+
+
+def test_exit_low_level_reply(kernel):
+    c = CloveClient(kernel.socket)
+    m = c.call(SyscallOp.SYS_EXIT, b"")
+    assert m.opcode == 0xFF and m.payload == b"goodbye" and m.payload_str == "goodbye"
+    c.disconnect()
+
+
+def test_agent_id_is_header_id(kernel):
+    a = CloveClient(kernel.socket)
+    b = CloveClient(kernel.socket)
+    try:
+        assert a.agent_id is None
+        a.hello()
+        m = a.call(SyscallOp.SYS_NOOP, b"")
+        assert isinstance(a.agent_id, int) and a.agent_id > 0
+        assert m.agent_id == a.agent_id
+        b.hello()
+        assert b.agent_id != a.agent_id  # every connection has an id of its own
+        assert "agent_id=" in repr(a) and kernel.socket in repr(a)
+    finally:
+        a.disconnect()
+        b.disconnect()
+
+
+# ---- low level: send, recv, call -------------------------------------------------------------
+
+def test_call_returns_message(client):
+    m = client.call(SyscallOp.SYS_NOOP, "ping")
+    assert isinstance(m, Message)
+    assert m.opcode == 0 and m.op is SyscallOp.SYS_NOOP
+    assert m.payload == b"ping" and m.payload_str == "ping"
+    assert m.agent_id == client.agent_id
+
+    h = client.call(SyscallOp.SYS_HELLO, {})
+    assert h.opcode == 0xFE and h.op is SyscallOp.SYS_HELLO
+    assert h.payload_json()["protocol_version"] == 1
+    assert json.loads(h.payload_str) == h.payload_json()
+
+    # LIST with an empty payload, as the original SDK sent it: a JSON array.
+    lst = client.call(SyscallOp.SYS_LIST, b"")
+    assert lst.opcode == 0x12 and isinstance(lst.payload_json(), list)
+
+
+def test_call_unknown_and_unsupported_opcodes(client):
+    m = client.call(0x13, b"{}")
+    assert m.opcode == 0x13 and m.op == 0x13 and not isinstance(m.op, SyscallOp)
+    assert m.payload_json() == {"success": False, "error": "unknown opcode 0x13", "code": "unknown_opcode"}
+    for op in (SyscallOp.SYS_WORLD_CREATE, SyscallOp.SYS_TUNNEL_CONNECT):
+        r = client.call(op, b"{}").payload_json()
+        assert r["success"] is False and r["code"] == "not_supported"
+        assert r["error"].startswith(f"{op.name[4:]} (0x{int(op):02X})")
+        assert set(r) == {"success", "error", "code"}
+
+
+def test_pipelined_send_recv_in_order(client):
+    assert client.send(SyscallOp.SYS_NOOP, b"first") is True
+    assert client.send(SyscallOp.SYS_HELLO, {}) is True
+    assert client.send(SyscallOp.SYS_NOOP, "second") is True
+    assert client.send(SyscallOp.SYS_LIST, b"") is True
+    assert client.send(0x13, {"key": "k", "value": 1}) is True
+    assert client.send(SyscallOp.SYS_NOOP, b"third") is True
+    got = [client.recv() for _ in range(6)]
+    assert [m.opcode for m in got] == [0x00, 0xFE, 0x00, 0x12, 0x13, 0x00]
+    assert got[0].payload == b"first"
+    assert got[1].payload_json()["protocol_version"] == 1
+    assert got[2].payload == b"second"
+    assert isinstance(got[3].payload_json(), list)
+    assert got[4].payload_json()["code"] == "unknown_opcode"
+    assert got[5].payload == b"third"
+    assert {m.agent_id for m in got} == {client.agent_id}
+    # The connection is still in step afterwards.
+    assert client.echo("after") == "after"
+
+
+def test_recv_without_pending_request(client):
+    client.hello()
+    with pytest.raises(ValueError):
+        client.recv()
+
+
+# ---- SPAWN -----------------------------------------------------------------------------------
+
+def test_spawn_reply_shape(client, agents):
+    name = agents.name("spawn")
+    r = agents.track(client.spawn(name, agents.script(SLEEPER)))
+    assert {"id", "name", "pid", "status", "restart_policy", "isolation"} <= set(r)
+    assert "success" not in r  # as the original: callers test "id"
+    assert isinstance(r["id"], int) and r["id"] > 0
+    assert r["name"] == name
+    assert r["status"] == "running"
+    assert r["restart_policy"] == "never"
+    assert isinstance(r["pid"], int) and os.path.exists(f"/proc/{r['pid']}")
+    iso = r["isolation"]
+    assert iso["namespaces"] == {"pid": True, "net": True, "mnt": True, "uts": True}
+    cg = iso["cgroups"]
+    for key in ("available", "memory_limit", "cpu_quota", "pids_limit"):
+        assert isinstance(cg[key], bool), key
+    if iso["fully_isolated"]:
+        assert "degraded_reason" not in iso
+    else:
+        assert iso["degraded_reason"], iso
+    assert agents.wait_output(r["id"], "up\n") == "up\n"
+
+
+def test_spawn_unsandboxed_reports_degraded_isolation(client, agents):
+    r = agents.spawn(sandboxed=False, via=client)
+    iso = r["isolation"]
+    assert iso["fully_isolated"] is False
+    assert iso["namespaces"]["pid"] is False and iso["namespaces"]["mnt"] is False
+    assert "pid_namespace" in iso["degraded_reason"]
+
+
+def test_spawn_as_non_root_runs_without_sandbox(kernel, client, tmp_path):
+    """Not root: SPAWN of a sandboxed agent still starts it, but says exactly why it is not
+    isolated (the tests that need a sandbox are skipped then)."""
+    if os.geteuid() == 0:
+        pytest.skip("checks the kernel's answer when it does not run as root; this run is root")
+    script = tmp_path / "a.py"
+    script.write_text("print('unsandboxed', flush=True)\n")
+    r = client.spawn(f"nonroot-{os.getpid()}", str(script))
+    try:
+        assert "id" in r, r
+        iso = r["isolation"]
+        assert iso["fully_isolated"] is False
+        assert iso["namespaces"] == {"pid": False, "net": False, "mnt": False, "uts": False}
+        assert "not running as root" in iso["degraded_reason"]
+        assert client.wait(agent_id=r["id"], timeout=20)["exit_code"] == 0
+        assert client.logs(agent_id=r["id"])["text"] == "unsandboxed\n"
+    finally:
+        if "id" in r:
+            client.kill(agent_id=r["id"])
+
+
+def test_spawn_with_options(client, agents):
+    r = agents.spawn(
+        via=client,
+        limits={"memory": "64M", "max_pids": 16},
+        restart_policy="on-failure",
+        max_restarts=2,
+        restart_window=60,
+        grace_ms=500,
+    )
+    assert r["status"] == "running"
+    assert r["restart_policy"] in ("on-failure", "on_failure")
+
+
+@pytest.mark.parametrize(
+    "kwargs, field, code",
+    [
+        ({"limits": {"memory": "lots"}}, "limits.memory", "invalid_request"),
+        ({"limits": {"cpu": "x"}}, "limits.cpu", "invalid_request"),
+        ({"restart_policy": "bogus"}, "restart_policy", "invalid_request"),
+        ({"name": ""}, "name", "invalid_request"),
+        ({"script": "/nonexistent/agent.py"}, "script", "invalid_request"),
+    ],
+)
+def test_spawn_validation_errors_name_the_field(kernel, client, agents, kwargs, field, code):
+    args = {"name": agents.name("bad"), "script": agents.script(SLEEPER), **kwargs}
+    r = agents.track(client.spawn(**args))
+    assert r["success"] is False and r["code"] == code
+    assert field in r["error"], r["error"]
+    assert "id" not in r
+    assert client.last_error == r["error"]
+
+    strict = CloveClient(kernel.socket, raise_on_error=True)
+    try:
+        with pytest.raises(InvalidRequestError) as ei:
+            agents.track(strict.spawn(**args))
+        e = ei.value
+        assert isinstance(e, ValueError) and isinstance(e, CloveError)
+        assert e.code == "invalid_request" and e.opcode == SyscallOp.SYS_SPAWN
+        assert field in e.message and e.reply["code"] == "invalid_request"
+        assert str(e).endswith("(invalid_request)")
+    finally:
+        strict.disconnect()
+
+
+def test_spawn_duplicate_live_name(kernel, client, agents):
+    r = agents.spawn(via=client)
+    dup = agents.track(client.spawn(r["name"], agents.script(SLEEPER)))
+    assert dup["success"] is False and dup["code"] == "already_exists"
+    assert r["name"] in dup["error"]
+    strict = CloveClient(kernel.socket, raise_on_error=True)
+    try:
+        with pytest.raises(errors.AlreadyExistsError):
+            agents.track(strict.spawn(r["name"], agents.script(SLEEPER)))
+    finally:
+        strict.disconnect()
+
+
+def test_spawn_passes_args_env_and_socket(client, agents):
+    code = """
+    import os, sys
+    print(repr(sys.argv[1:]), os.environ.get("GREETING"), os.environ.get("CLOVE_SOCKET"), flush=True)
+    """
+    r = agents.spawn(code, via=client, args=["one", "two words"], env={"GREETING": "hi"})
+    w = client.wait(agent_id=r["id"], timeout=20)
+    assert w["exit_code"] == 0
+    out = client.logs(agent_id=r["id"])["text"]
+    sock = agents.kernel.socket
+    # The original convention: the socket is argv[1]; extra args follow.
+    assert out == f"{[sock, 'one', 'two words']!r} hi {sock}\n"
+
+
+# ---- LIST ------------------------------------------------------------------------------------
+
+def test_list_agents_original_shape(client, agents):
+    assert client.list_agents() == []
+    a = agents.spawn(via=client)
+    b = agents.spawn(via=client)
+    lst = client.list_agents()
+    assert isinstance(lst, list) and len(lst) == 2
+    by_id = {e["id"]: e for e in lst}
+    for r in (a, b):
+        e = by_id[r["id"]]
+        assert {"id", "name", "pid", "state", "running"} <= set(e)
+        assert e["name"] == r["name"] and e["pid"] == r["pid"]
+        assert e["state"] == "RUNNING" and e["running"] is True
+        assert "isolation" not in e
+
+
+def test_list_agents_detail_includes_exited(client, agents):
+    done = agents.spawn("print('bye')\n", via=client)
+    live = agents.spawn(via=client)
+    assert client.wait(agent_id=done["id"], timeout=20)["exit_code"] == 0
+    plain = client.list_agents()
+    assert [e["id"] for e in plain] == [live["id"]]  # dead agents are not listed
+    detail = {e["id"]: e for e in client.list_agents(detail=True)}
+    assert detail[done["id"]]["state"] == "STOPPED" and detail[done["id"]]["running"] is False
+    assert "exited with code 0" in detail[done["id"]]["exit"]
+    assert detail[live["id"]]["state"] == "RUNNING"
+    assert detail[live["id"]]["isolation"] == live["isolation"]
+
+
+# ---- KILL ------------------------------------------------------------------------------------
+
+def test_kill_by_name_and_id(client, agents):
+    a = agents.spawn(via=client)
+    b = agents.spawn(via=client)
+    assert client.kill(a["name"]) is True
+    assert client.kill(agent_id=b["id"]) is True
+    for r in (a, b):
+        w = client.wait(agent_id=r["id"], timeout=10)
+        assert w["exited"] is True and w["signal"] in (9, 15) and "exit_code" not in w
+    assert client.list_agents() == []
+    # Killing a dead or unknown agent: False.
+    assert client.kill(a["name"]) is False
+    assert client.kill("no-such-agent") is False
+    assert client.kill(agent_id=999_999) is False
+    with pytest.raises(ValueError):
+        client.kill()
+
+
+def test_kill_and_pause_unknown_raise_not_found(kernel, client):
+    r = client.call(SyscallOp.SYS_KILL, {"name": "no-such-agent"}).payload_json()
+    assert r == {"success": False, "error": 'no live agent named "no-such-agent"', "code": "not_found"}
+    assert client.pause("no-such-agent") == r
+    assert client.resume("no-such-agent")["code"] == "not_found"
+    assert client.wait("no-such-agent")["code"] == "not_found"
+    assert client.logs("no-such-agent")["code"] == "not_found"
+    strict = CloveClient(kernel.socket, raise_on_error=True)
+    try:
+        for call in (lambda: strict.kill("no-such-agent"), lambda: strict.pause("no-such-agent"),
+                     lambda: strict.resume(agent_id=999_999)):
+            with pytest.raises(NotFoundError) as ei:
+                call()
+            assert isinstance(ei.value, LookupError)
+            assert ei.value.code == "not_found" and ei.value.reply["success"] is False
+        with pytest.raises(NotFoundError) as ei:
+            strict.kill("no-such-agent")
+        assert ei.value.opcode == SyscallOp.SYS_KILL
+    finally:
+        strict.disconnect()
+
+
+# ---- PAUSE / RESUME --------------------------------------------------------------------------
+
+TICKER = """
+import time, itertools
+for i in itertools.count():
+    print(i, flush=True)
+    time.sleep(0.02)
+"""
+
+
+def test_pause_resume(client, agents):
+    r = agents.spawn(TICKER, via=client)
+    agents.wait_output(r["id"], "3\n")
+    p = client.pause(r["name"])
+    assert p == {"success": True, "paused": True, "agent_id": r["id"]}
+    assert [e["state"] for e in client.list_agents()] == ["PAUSED"]
+    # A paused agent makes no progress.
+    before = client.logs(agent_id=r["id"], offset=0)["next_offset"]
+    time.sleep(0.4)
+    assert client.logs(agent_id=r["id"], offset=0)["next_offset"] == before
+    q = client.resume(agent_id=r["id"])
+    assert q == {"success": True, "resumed": True, "agent_id": r["id"]}
+    assert [e["state"] for e in client.list_agents()] == ["RUNNING"]
+    after = client.logs(agent_id=r["id"], offset=before, wait=5)
+    assert after["next_offset"] > before and after["text"]
+
+
+# ---- WAIT ------------------------------------------------------------------------------------
+
+def test_wait_exit_code(client, agents):
+    r = agents.spawn("import sys\nsys.exit(3)\n", via=client)
+    w = client.wait(r["name"], timeout=20)
+    assert w == {"success": True, "agent_id": r["id"], "exited": True, "exit_code": 3, "oom": False,
+                 "reason": "exited with code 3"}
+    # WAIT on an exited agent answers at once, the same.
+    assert client.wait(agent_id=r["id"]) == w
+
+
+def test_wait_timeout_on_running_agent(client, agents):
+    r = agents.spawn(via=client)
+    t0 = time.monotonic()
+    w = client.wait(agent_id=r["id"], timeout=0.5)
+    took = time.monotonic() - t0
+    assert w == {"success": True, "agent_id": r["id"], "exited": False, "oom": False}
+    assert 0.45 <= took < 5
+    with pytest.raises(ValueError):
+        client.wait(agent_id=r["id"], timeout=-1)
+
+
+# ---- LOGS ------------------------------------------------------------------------------------
+
+def test_logs(client, agents):
+    code = """
+    import sys
+    print("line one")
+    print("line two")
+    print("to stderr", file=sys.stderr)
+    print("line three", flush=True)
+    """
+    r = agents.spawn(code, via=client)
+    assert client.wait(agent_id=r["id"], timeout=20)["exit_code"] == 0
+    full = client.logs(r["name"])
+    assert full["success"] is True and full["agent_id"] == r["id"]
+    assert full["running"] is False and full["first_offset"] == 0
+    lines = full["text"].splitlines()
+    assert sorted(lines) == sorted(["line one", "line two", "to stderr", "line three"])
+    assert full["next_offset"] == len(full["text"].encode())
+    assert client.logs(r["name"], lines=1)["text"] == lines[-1] + "\n"
+    assert client.logs(agent_id=r["id"], offset=full["next_offset"])["text"] == ""
+    assert client.logs(agent_id=r["id"], offset=0)["text"] == full["text"]
+
+
+def test_logs_wait_for_new_output(client, agents):
+    r = agents.spawn("import time\ntime.sleep(0.5)\nprint('late', flush=True)\ntime.sleep(60)\n", via=client)
+    t0 = time.monotonic()
+    got = client.logs(agent_id=r["id"], offset=0, wait=10)
+    took = time.monotonic() - t0
+    # It answers as soon as new output arrives (which may be "late" before its newline).
+    assert got["text"] in ("late", "late\n") and got["running"] is True
+    assert got["next_offset"] == len(got["text"])
+    assert 0.2 < took < 9, took
+    # Nothing new: a short wait times out with empty text and the same offset.
+    agents.wait_output(r["id"], "late\n")
+    again = client.logs(agent_id=r["id"], offset=5, wait=0.3)
+    assert again["text"] == "" and again["next_offset"] == 5
+
+
+# ---- not implemented yet ---------------------------------------------------------------------
+
+
+
+@pytest.mark.parametrize("method, args, op, extra", NOT_IMPLEMENTED, ids=[m[0] for m in NOT_IMPLEMENTED])
+def test_not_implemented(kernel, client, implemented, method, args, op, extra):
+    name = opname(op)
+    if name in implemented:
+        pytest.skip(f"the kernel implements {name} now: this method needs a real test")
+    r = getattr(client, method)(*args)
+    assert set(r) == {"success", "error", "code", *extra}, r
+    assert r["success"] is False and r["code"] == "not_implemented"
+    assert r["error"] == f"{name} (0x{int(op):02X}) is not implemented by this kernel yet"
+    for k, v in extra.items():
+        assert r[k] == v and type(r[k]) is type(v), (k, r[k])
+    assert client.last_error == r["error"]
+    # The connection stays usable.
+    assert client.echo("still here") == "still here"
+
+    strict = CloveClient(kernel.socket, raise_on_error=True)
+    try:
+        with pytest.raises(NotImplementedByKernelError) as ei:
+            getattr(strict, method)(*args)
+        e = ei.value
+        assert isinstance(e, NotImplementedError) and isinstance(e, CloveError)
+        assert e.code == "not_implemented"
+        assert e.opcode == op
+        assert e.reply == r
+        assert e.message == r["error"]
+        assert strict.last_error == r["error"]
+    finally:
+        strict.disconnect()
+
+
+def test_not_implemented_list_covers_every_unimplemented_method():
+    """Every public syscall method of CloveClient is tested somewhere in this file."""
+    covered = {m[0] for m in NOT_IMPLEMENTED} | {
+        "hello", "echo", "noop", "spawn", "kill", "list_agents", "pause", "resume", "wait", "logs",
+        "exit", "connect", "disconnect", "send", "recv", "call",
+    }
+    public = {n for n in dir(CloveClient) if not n.startswith("_") and callable(getattr(CloveClient, n))}
+    assert public - covered == set()
+
+
+def test_error_from_reply_mapping():
+    """Every code the kernel sends maps to its class."""
+    table = {
+        "invalid_request": errors.InvalidRequestError,
+        "not_found": errors.NotFoundError,
+        "already_exists": errors.AlreadyExistsError,
+        "permission_denied": errors.PermissionDeniedError,
+        "conflict": errors.ConflictError,
+        "limit_exceeded": errors.LimitExceededError,
+        "not_implemented": errors.NotImplementedByKernelError,
+        "not_supported": errors.NotImplementedByKernelError,
+        "unknown_opcode": errors.NotImplementedByKernelError,
+        "unavailable": errors.UnavailableError,
+        "timeout": errors.KernelTimeoutError,
+        "internal": errors.InternalKernelError,
+        "something_new": errors.CloveError,
+    }
+    for code, cls in table.items():
+        e = errors.error_from_reply({"success": False, "error": "boom", "code": code}, 7)
+        assert type(e) is cls and e.code == code and e.opcode == 7 and e.message == "boom"
+    assert errors.is_error_reply({"error": "x"}) is True  # SPAWN's errors have no success key
+    assert errors.is_error_reply({"id": 1, "name": "a"}) is False
+    assert errors.is_error_reply([]) is False
+
+
+# ---- the kernel cannot be reached ------------------------------------------------------------
+
+@pytest.fixture
+def absent_socket(tmp_path):
+    return str(tmp_path / "no-kernel-here.sock")
+
+
+def test_unreachable_kernel_failure_dicts(absent_socket):
+    c = CloveClient(absent_socket)
+    assert c.connect() is False
+    assert c.connected is False
+    assert absent_socket in c.last_error
+    r = c.hello()
+    assert r["success"] is False and r["code"] == "unavailable"
+    assert absent_socket in r["error"] and c.last_error == r["error"]
+    # A failure keeps the opcode's own empty fields, as a refusal would.
+    assert c.read_file("/x") == {**_native.error_reply(0x03, "unavailable", c.last_error)}
+    rf = c.read_file("/x")
+    assert rf["content"] == "" and rf["size"] == 0 and rf["code"] == "unavailable"
+    ex = c.exec("true")
+    assert (ex["stdout"], ex["stderr"], ex["exit_code"]) == ("", "", -1)
+    assert c.spawn("a", "/x.py")["code"] == "unavailable"
+    assert c.list_agents() == []
+    assert c.kill("a") is False
+    assert c.echo("x") is None
+    assert c.noop() is False
+    assert c.call(SyscallOp.SYS_NOOP, b"x") is None
+    assert c.send(SyscallOp.SYS_NOOP, b"x") is False
+    assert c.recv() is None
+    assert c.agent_id is None
+
+
+def test_unreachable_kernel_raises(absent_socket):
+    c = CloveClient(absent_socket, raise_on_error=True)
+    with pytest.raises(KernelUnreachableError) as ei:
+        c.connect()
+    assert isinstance(ei.value, ConnectionError) and ei.value.code == "unavailable"
+    with pytest.raises(KernelUnreachableError) as ei:
+        c.hello()
+    e = ei.value
+    assert isinstance(e, ConnectionError) and isinstance(e, CloveError)
+    assert e.code == "unavailable" and e.opcode == SyscallOp.SYS_HELLO
+    assert absent_socket in str(e)
+    assert isinstance(e.__cause__, OSError)
+    with pytest.raises(KernelUnreachableError):
+        c.list_agents()
+    with pytest.raises(KernelUnreachableError):
+        c.call(SyscallOp.SYS_NOOP, b"")
+
+
+def test_socket_that_is_not_a_kernel(tmp_path):
+    """A path that exists but is no socket: a failure dict too, not an exception."""
+    p = tmp_path / "plain-file"
+    p.write_text("x")
+    c = CloveClient(str(p))
+    assert c.connect() is False
+    assert c.hello()["code"] == "unavailable"
+
+
+def test_client_timeout_on_a_slow_call(kernel, agents):
+    """A client-side timeout fails the call (and drops the connection, now out of step)."""
+    r = agents.spawn()
+    c = CloveClient(kernel.socket, timeout=0.3)
+    t0 = time.monotonic()
+    w = c.wait(agent_id=r["id"], timeout=3)
+    assert time.monotonic() - t0 < 2
+    assert w["success"] is False and "WAIT" in w["error"]
+    assert c.connected is False
+    assert c.hello()["success"] is True  # the next call connects again
+    c.disconnect()
+    with pytest.raises(ValueError):
+        CloveClient(kernel.socket, timeout=0).hello()
+
+
+# ---- requests that are not JSON --------------------------------------------------------------
+
+def test_request_not_json_serializable_raises_value_error(client):
+    client.hello()
+    with pytest.raises(ValueError):
+        client.store("k", object())
+    with pytest.raises(ValueError):
+        client.emit_event("CUSTOM", {(1, 2): "tuple keys are not JSON"})
+    with pytest.raises(ValueError):
+        client.send_message(lambda: None, to=1)
+    with pytest.raises(ValueError):
+        client.spawn("x", "/x.py", env={"A": object()})
+    # The low-level call() encodes with json.dumps, which raises TypeError (see the report).
+    with pytest.raises((TypeError, ValueError)):
+        client.call(SyscallOp.SYS_STORE, {"value": object()})
+    # Nothing was sent: the connection is still in step.
+    assert client.echo("ok") == "ok"
+    assert client.call(SyscallOp.SYS_HELLO, {}).opcode == 0xFE
+
+
+# ---- socket resolution -----------------------------------------------------------------------
+
+def test_socket_resolution_order(kernel, monkeypatch, tmp_path):
+    monkeypatch.delenv("CLOVE_SOCKET", raising=False)
+    monkeypatch.setattr("sys.argv", ["prog"])
+    default = os.fspath(_native.resolve_socket(None))
+    assert os.path.isabs(default) and default.endswith("clove.sock"), default
+    if os.geteuid() == 0:
+        assert default in ("/run/clove/clove.sock", "/tmp/clove.sock"), default
+    assert CloveClient().socket_path == default
+    assert resolve_socket() == default
+
+    # sys.argv[1] counts only when it is a socket.
+    plain = tmp_path / "not-a-socket"
+    plain.write_text("")
+    monkeypatch.setattr("sys.argv", ["prog", str(plain)])
+    assert CloveClient().socket_path == default
+    monkeypatch.setattr("sys.argv", ["prog", kernel.socket])
+    assert CloveClient().socket_path == kernel.socket
+    assert CloveClient().hello()["success"] is True
+
+    # $CLOVE_SOCKET beats sys.argv[1].
+    monkeypatch.setenv("CLOVE_SOCKET", "/env/clove.sock")
+    assert CloveClient().socket_path == "/env/clove.sock"
+    assert resolve_socket() == "/env/clove.sock"
+
+    # An explicit path beats everything, str or PathLike.
+    assert CloveClient("/explicit.sock").socket_path == "/explicit.sock"
+    assert CloveClient(tmp_path / "x.sock").socket_path == str(tmp_path / "x.sock")
+    assert resolve_socket("/explicit.sock") == "/explicit.sock"
+
+
+# ---- the opcode table ------------------------------------------------------------------------
+
+def test_syscallop_matches_native_opcodes():
+    native = {f"SYS_{name}": value for name, value in _native.opcodes()}
+    ours = {op.name: op.value for op in SyscallOp}
+    assert ours == native
+    assert len(native) == len(_native.opcodes())  # no duplicate names
+    assert SyscallOp.SYS_WAIT == 0xD0 and SyscallOp.SYS_LOGS == 0xD1 and SyscallOp.SYS_HELLO == 0xFE
+    assert 0x13 not in {op.value for op in SyscallOp}
+
+
+# ---- threads ---------------------------------------------------------------------------------
+
+def test_threads_sharing_a_client_take_turns(client):
+    """Calls from several threads on one client never mix up their replies."""
+    errors_seen = []
+
+    def worker(t):
+        for i in range(50):
+            msg = f"thread {t} call {i}"
+            got = client.echo(msg)
+            if got != msg:
+                errors_seen.append((msg, got))
+            if i % 10 == 0 and client.hello()["protocol_version"] != 1:
+                errors_seen.append((t, i, "hello"))
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert errors_seen == []
+
+
+# ---- the GIL ---------------------------------------------------------------------------------
+
+def test_blocking_call_releases_the_gil(kernel, agents):
+    r = agents.spawn()
+    c = CloveClient(kernel.socket)
+    c.hello()
+    result = {}
+
+    def blocked():
+        t0 = time.monotonic()
+        result["reply"] = c.wait(agent_id=r["id"], timeout=1.0)
+        result["took"] = time.monotonic() - t0
+
+    t = threading.Thread(target=blocked)
+    t.start()
+    time.sleep(0.05)  # let the thread enter the call
+    n = 0
+    t0 = time.monotonic()
+    while t.is_alive():
+        n += 1
+    spun = time.monotonic() - t0
+    t.join()
+    c.disconnect()
+    assert result["reply"]["exited"] is False and result["took"] >= 0.95
+    # The main thread kept running Python code for most of the wait: hundreds of thousands of
+    # iterations, not the handful it would get if the call held the GIL.
+    assert spun >= 0.7, spun
+    assert n > 100_000, n
