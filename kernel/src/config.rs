@@ -103,6 +103,15 @@ pub struct Flags {
     #[arg(long, env = "CLOVE_EVENT_QUEUE", value_name = "N")]
     pub event_queue: Option<usize>,
 
+    /// Largest value STORE accepts, in bytes of its JSON text [default: 262144, 256 KiB]
+    #[arg(long, env = "CLOVE_STATE_MAX_VALUE", value_name = "BYTES")]
+    pub state_max_value: Option<usize>,
+
+    /// Most bytes the state store holds, keys and values of every scope [default: 268435456,
+    /// 256 MiB]
+    #[arg(long, env = "CLOVE_STATE_MAX_BYTES", value_name = "BYTES")]
+    pub state_max_bytes: Option<u64>,
+
     /// Print the effective configuration as TOML and exit
     #[arg(long)]
     pub print_config: bool,
@@ -145,6 +154,8 @@ struct FileConfig {
     mailbox_messages: Option<usize>,
     mailbox_bytes: Option<usize>,
     event_queue: Option<usize>,
+    state_max_value: Option<usize>,
+    state_max_bytes: Option<u64>,
 }
 
 /// The effective, validated configuration.
@@ -184,6 +195,10 @@ pub struct Config {
     pub mailbox_bytes: usize,
     /// Most events queued per subscriber.
     pub event_queue: usize,
+    /// Largest value STORE accepts (bytes of JSON text).
+    pub state_max_value: usize,
+    /// Most bytes the state store holds.
+    pub state_max_bytes: u64,
 }
 
 fn ser_compat<S: serde::Serializer>(v: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
@@ -327,6 +342,14 @@ pub fn load(flags: &Flags, host: &Host) -> Result<Config, ConfigError> {
             .or(file.mailbox_bytes)
             .unwrap_or(8 << 20),
         event_queue: flags.event_queue.or(file.event_queue).unwrap_or(1024),
+        state_max_value: flags
+            .state_max_value
+            .or(file.state_max_value)
+            .unwrap_or(256 << 10),
+        state_max_bytes: flags
+            .state_max_bytes
+            .or(file.state_max_bytes)
+            .unwrap_or(256 << 20),
     };
     config.validate()?;
     Ok(config)
@@ -408,6 +431,11 @@ impl Config {
             ("mailbox_messages", self.mailbox_messages),
             ("mailbox_bytes", self.mailbox_bytes),
             ("event_queue", self.event_queue),
+            ("state_max_value", self.state_max_value),
+            (
+                "state_max_bytes",
+                usize::try_from(self.state_max_bytes).unwrap_or(usize::MAX),
+            ),
         ] {
             if value == 0 {
                 return bad(format!("{key}: must be at least 1"));

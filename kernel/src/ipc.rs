@@ -289,20 +289,10 @@ impl Ipc {
         }
     }
 
-    /// The ids with a mailbox or an open operator connection, for BROADCAST (agents are added
-    /// by the caller).
-    pub fn receivers(&self) -> Vec<u32> {
-        let inner = lock(&self.inner);
-        let mut ids: Vec<u32> = inner.boxes.keys().copied().collect();
-        ids.extend(
-            inner
-                .names_of
-                .keys()
-                .filter(|id| !inner.boxes.contains_key(id)),
-        );
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+    /// The open operator connections, for BROADCAST (which adds the live agents): as in the
+    /// original, where every connection was an agent, a broadcast reaches every connection.
+    pub fn operators(&self) -> Vec<u32> {
+        lock(&self.inner).operators.iter().copied().collect()
     }
 
     /// Messages waiting in `id`'s mailbox (tests; metrics will read it too).

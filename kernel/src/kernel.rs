@@ -12,6 +12,7 @@ use crate::events::{Audience, Events};
 use crate::ids::IdSpace;
 use crate::ipc::{Ipc, MailboxLimits};
 use crate::server::Listeners;
+use crate::state::{StateChange, StateLimits, StateStore};
 
 /// Everything handlers share. Subsystems (agents, state, events, ...) join here as they land.
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub struct Kernel {
     pub events: Arc<Events>,
     /// Mailboxes and registered names.
     pub ipc: Arc<Ipc>,
+    /// The durable key-value store.
+    pub state: Arc<StateStore>,
     /// Cancelled when the kernel starts shutting down: requests that wait (RECV, POLL_EVENTS)
     /// end early.
     pub stopping: CancellationToken,
@@ -35,8 +38,22 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// A kernel with `config` whose agents use `host`.
-    pub fn new(config: Config, host: Host) -> Kernel {
+    /// A kernel with `config` whose agents use `host`, opening its state store in
+    /// `state_dir`. Ids continue after the last block any earlier kernel on this state dir
+    /// reserved.
+    pub fn new(config: Config, host: Host, state_dir: &std::path::Path) -> anyhow::Result<Kernel> {
+        let state = Arc::new(StateStore::open(
+            state_dir,
+            StateLimits {
+                max_value_bytes: config.state_max_value,
+                max_total_bytes: config.state_max_bytes,
+                ..StateLimits::default()
+            },
+        )?);
+        let ids = {
+            let state = Arc::clone(&state);
+            IdSpace::durable(Box::new(move |size| state.id_block(size)))?
+        };
         let events = Arc::new(Events::new(config.event_queue));
         let ipc = Arc::new(Ipc::new(MailboxLimits {
             messages: config.mailbox_messages,
@@ -44,17 +61,79 @@ impl Kernel {
         }));
         let observers: Vec<Observer> = vec![
             publish_lifecycle(Arc::clone(&events)),
-            release_on_exit(Arc::clone(&ipc), Arc::clone(&events)),
+            release_on_exit(Arc::clone(&ipc), Arc::clone(&events), Arc::clone(&state)),
         ];
-        Kernel {
+        Ok(Kernel {
             config,
             agents: Arc::new(Agents::new(host, observers)),
             events,
             ipc,
-            ids: IdSpace::starting_at(1),
+            state,
+            ids,
             stopping: CancellationToken::new(),
             listeners: OnceLock::new(),
+        })
+    }
+
+    /// Starts the kernel's background work (inside the runtime): agent-scoped keys of agents
+    /// that will not come back are dropped, state changes become STATE_CHANGED events, and
+    /// expired keys are purged now and then.
+    pub async fn start_background(self: &Arc<Kernel>) {
+        // No agent spec persists yet (the supervision issue adds them), so no agent of an
+        // earlier kernel comes back: their keys would be unreachable forever.
+        match self.state.retain_owners(&[]).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("dropped {n} agent-scoped key(s) of agents that are gone"),
+            Err(e) => tracing::warn!("drop the keys of agents that are gone: {}", e.message),
         }
+        let mut changes = self.state.subscribe();
+        let events = Arc::clone(&self.events);
+        let stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            loop {
+                let change = tokio::select! {
+                    c = changes.recv() => c,
+                    () = stopping.cancelled() => return,
+                };
+                match change {
+                    Ok(c) => publish_change(&events, &c),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!("{n} state change event(s) lost: the bus fell behind");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        let state = Arc::clone(&self.state);
+        let stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(PURGE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    () = stopping.cancelled() => return,
+                }
+                if let Err(e) = state.purge_expired().await {
+                    tracing::warn!("purge expired keys: {}", e.message);
+                }
+            }
+        });
+    }
+}
+
+/// How often expired keys are removed for good (readers never see them either way).
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A state change as a STATE_CHANGED event: agent-scoped changes reach their owner only.
+fn publish_change(events: &Events, c: &StateChange) {
+    let audience = c.owner.map_or(Audience::Everyone, Audience::Only);
+    if events.wanted(EventType::StateChanged, audience) {
+        events.kernel(
+            EventType::StateChanged,
+            json!({"key": c.key, "scope": c.scope, "kind": c.kind, "version": c.version, "by": c.by}),
+            c.by,
+            audience,
+        );
     }
 }
 
@@ -102,12 +181,18 @@ fn publish_lifecycle(events: Arc<Events>) -> Observer {
     })
 }
 
-/// An exited agent's mailbox, names and subscriptions go with it.
-fn release_on_exit(ipc: Arc<Ipc>, events: Arc<Events>) -> Observer {
+/// An exited agent's mailbox, names, subscriptions and agent-scoped keys go with it.
+fn release_on_exit(ipc: Arc<Ipc>, events: Arc<Events>, state: Arc<StateStore>) -> Observer {
     Box::new(move |event| {
         if let LifecycleEvent::Exited { id, .. } = event {
             ipc.release(*id);
             events.forget(*id);
+            let (state, id) = (Arc::clone(&state), *id);
+            tokio::spawn(async move {
+                if let Err(e) = state.drop_owner(id).await {
+                    tracing::warn!(agent = id, "drop its agent-scoped keys: {}", e.message);
+                }
+            });
         }
     })
 }

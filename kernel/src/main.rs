@@ -12,8 +12,6 @@ mod ipc;
 mod kernel;
 mod sandbox;
 mod server;
-// Not wired into the syscalls yet: the dispatcher, config and events change comes next.
-#[allow(dead_code)]
 mod state;
 mod state_dir;
 mod syscalls;
@@ -120,7 +118,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         let _enter = runtime.enter();
         agents::Host::setup(&config, state.path())?
     };
-    let kernel = Arc::new(kernel::Kernel::new(config, host));
+    let kernel = Arc::new(kernel::Kernel::new(config, host, state.path())?);
     let state_path = state.path().display().to_string();
     runtime.block_on(async move {
         let shutdown = kernel.stopping.clone();
@@ -134,8 +132,11 @@ fn run(config: Config) -> anyhow::Result<()> {
             "clove-kernel ready; try: clove --socket {} status",
             kernel.config.socket.display()
         );
+        kernel.start_background().await;
         let served = server::serve(Arc::clone(&kernel), sockets, shutdown).await;
         kernel.agents.shutdown(kernel.config.kill_grace).await;
+        // Last: every STORE that replied is already durable; this stops the writer cleanly.
+        kernel.state.shutdown().await;
         served
     })?;
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -106,7 +106,7 @@ def test_async_not_implemented_and_raise_on_error(kernel, implemented):
             assert ei.value.opcode == SyscallOp.SYS_KILL
             # A refusal does not break the connection.
             assert (await s.hello())["success"] is True
-            with pytest.raises(ValueError):
+            with pytest.raises(TypeError):
                 await s.store("k", object())
             assert await s.echo("ok") == "ok"
 

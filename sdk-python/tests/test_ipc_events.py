@@ -1,5 +1,6 @@
-"""Messages (REGISTER, SEND, RECV, BROADCAST) and events (SUBSCRIBE, EMIT, POLL_EVENTS,
-UNSUBSCRIBE) through `CloveClient`, once the kernel implements them.
+"""Messages (REGISTER, SEND, SEND_BATCH, RECV, BROADCAST), events (SUBSCRIBE, EMIT,
+POLL_EVENTS, UNSUBSCRIBE) and state (STORE, FETCH, DELETE, KEYS) through `CloveClient`, once
+the kernel implements them.
 
 Each test skips, with the reason, while the kernel does not list its opcodes in HELLO's
 features.opcodes; test_methods.py then checks their not_implemented answers instead.
@@ -117,9 +118,7 @@ def test_recv_wait(pair, implemented):
 def test_broadcast(pair, implemented):
     requires(implemented, "BROADCAST", "RECV", "REGISTER")
     a, b = pair
-    # This kernel delivers broadcasts to connections that registered a name (or to agents);
-    # a bare unregistered connection gets none (see the report).
-    assert a.register_name(uname("a"))["success"] and b.register_name(uname("b"))["success"]
+    # A broadcast reaches every live agent and every open connection, named or not.
     n = a.broadcast({"all": True})
     assert n["success"] is True and n["delivered_count"] >= 1
     assert [m["message"] for m in b.recv_messages()["messages"]] == [{"all": True}]
@@ -147,3 +146,84 @@ def test_events(pair, implemented):
     b.emit_event("CUSTOM", 2)
     assert a.poll_events()["count"] == 0
     assert a.unsubscribe()["success"] is True
+
+
+def test_send_messages_batch_and_full_mailbox(pair, implemented):
+    requires(implemented, "SEND_BATCH", "SEND", "RECV")
+    a, b = pair
+    r = b.send_messages([1, "two", {"three": 3}], to=a.agent_id)
+    assert r == {"success": True, "delivered_to": a.agent_id, "delivered": 3}
+    assert [m["message"] for m in a.recv_messages()["messages"]] == [1, "two", {"three": 3}]
+    # The session kernel's mailboxes hold 1024 messages: fill one, then one more fails, or
+    # waits for room when asked to.
+    assert b.send_messages(list(range(1024)), to=a.agent_id)["delivered"] == 1024
+    full = b.send_message("one too many", to=a.agent_id)
+    assert full["success"] is False and full["code"] == "limit_exceeded", full
+    assert "full" in full["error"]
+    threading.Timer(0.2, lambda: a.recv_messages(max_messages=1)).start()
+    t0 = time.monotonic()
+    waited = b.send_message("waited", to=a.agent_id, timeout=10)
+    assert waited["success"] is True, waited
+    assert 0.1 < time.monotonic() - t0 < 5
+    got = []
+    while True:
+        batch = a.recv_messages(max_messages=1000)["messages"]
+        if not batch:
+            break
+        got += [m["message"] for m in batch]
+    assert got == list(range(1, 1024)) + ["waited"]
+
+
+def test_state_store_fetch_delete_keys(pair, implemented):
+    requires(implemented, "STORE", "FETCH", "DELETE", "KEYS")
+    a, b = pair
+    key = uname("cfg")
+    assert a.store(key, {"mode": "fast"}) == {"success": True, "key": key, "version": 1}
+    assert b.fetch(key) == {"success": True, "exists": True, "value": {"mode": "fast"},
+                            "scope": "global", "version": 1}
+    assert a.store(key, 2)["version"] == 2
+    # Compare-and-set: the wrong version is a conflict, the right one wins.
+    c = b.store(key, 3, if_version=1)
+    assert c["success"] is False and c["code"] == "conflict", c
+    assert b.store(key, 3, if_version=2)["version"] == 3
+    assert key in a.list_keys(prefix=key[:4])["keys"]
+    assert a.delete_key(key) == {"success": True, "deleted": True}
+    assert a.delete_key(key) == {"success": True, "deleted": False}
+    assert b.fetch(key) == {"success": True, "exists": False, "value": None}
+
+
+def test_state_scopes_and_ttl(pair, implemented):
+    requires(implemented, "STORE", "FETCH", "KEYS")
+    a, b = pair
+    mine = uname("mine")
+    assert a.store(mine, "secret", scope="agent")["success"] is True
+    assert a.fetch(mine)["scope"] == "agent"
+    # Another caller cannot see it, by FETCH or KEYS.
+    assert b.fetch(mine)["exists"] is False
+    assert mine not in b.list_keys()["keys"]
+    sess = uname("sess")
+    assert a.store(sess, 1, scope="session")["success"] is True
+    assert b.fetch(sess)["scope"] == "session"
+    short = uname("short")
+    assert a.store(short, "soon gone", ttl=0.2)["success"] is True
+    assert b.fetch(short)["exists"] is True
+    time.sleep(0.3)
+    assert b.fetch(short)["exists"] is False
+    bad = a.store(uname("bad"), 1, ttl=-1)
+    assert bad["success"] is False and bad["code"] == "invalid_request" and "ttl" in bad["error"]
+
+
+def test_state_changed_events(pair, implemented):
+    requires(implemented, "STORE", "SUBSCRIBE", "POLL_EVENTS")
+    a, b = pair
+    assert b.subscribe("STATE_CHANGED")["success"] is True
+    key = uname("watched")
+    a.store(key, 1)
+    got = b.poll_events(wait=5)
+    ev = [e for e in got["events"] if e["data"]["key"] == key]
+    assert ev and ev[0]["type"] == "STATE_CHANGED", got
+    assert ev[0]["data"]["kind"] == "set" and ev[0]["data"]["version"] == 1
+    assert ev[0]["data"]["by"] == a.agent_id
+    # Agent-scoped changes reach their owner only.
+    a.store(uname("private"), 1, scope="agent")
+    assert b.poll_events(wait=0.3)["count"] == 0

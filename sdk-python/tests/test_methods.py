@@ -114,6 +114,7 @@ def test_exit(kernel):
     assert c.hello()["success"] is True
     assert c.exit() is True
     assert c.connected is False
+    assert c.exit() is False  # no session left to end
     # The client can be used again afterwards (a new connection).
     assert c.echo("again") == "again"
     c.disconnect()
@@ -520,6 +521,10 @@ def test_not_implemented_list_covers_every_unimplemented_method():
     covered = {m[0] for m in NOT_IMPLEMENTED} | {
         "hello", "echo", "noop", "spawn", "kill", "list_agents", "pause", "resume", "wait", "logs",
         "exit", "connect", "disconnect", "send", "recv", "call",
+        # test_ipc_events.py
+        "register_name", "send_message", "send_messages", "recv_messages", "broadcast",
+        "store", "fetch", "delete_key", "list_keys", "subscribe", "unsubscribe", "poll_events",
+        "emit_event",
     }
     public = {n for n in dir(CloveClient) if not n.startswith("_") and callable(getattr(CloveClient, n))}
     assert public - covered == set()
@@ -616,8 +621,13 @@ def test_client_timeout_on_a_slow_call(kernel, agents):
     t0 = time.monotonic()
     w = c.wait(agent_id=r["id"], timeout=3)
     assert time.monotonic() - t0 < 2
-    assert w["success"] is False and "WAIT" in w["error"]
+    assert w["success"] is False and w["code"] == "timeout" and "WAIT" in w["error"]
     assert c.connected is False
+    strict = CloveClient(kernel.socket, timeout=0.3, raise_on_error=True)
+    with pytest.raises(errors.KernelTimeoutError) as ei:
+        strict.wait(agent_id=r["id"], timeout=3)
+    assert isinstance(ei.value, TimeoutError) and ei.value.code == "timeout"
+    strict.disconnect()
     assert c.hello()["success"] is True  # the next call connects again
     c.disconnect()
     with pytest.raises(ValueError):
@@ -626,18 +636,26 @@ def test_client_timeout_on_a_slow_call(kernel, agents):
 
 # ---- requests that are not JSON --------------------------------------------------------------
 
-def test_request_not_json_serializable_raises_value_error(client):
+def test_request_not_json_raises_like_the_original(client):
+    """Requests are encoded as the original SDK did, with json.dumps: a value JSON cannot
+    carry raises TypeError (bytes and sets are not quietly turned into arrays), NaN raises
+    ValueError."""
     client.hello()
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError):
         client.store("k", object())
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError):
         client.emit_event("CUSTOM", {(1, 2): "tuple keys are not JSON"})
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError):
         client.send_message(lambda: None, to=1)
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError):
         client.spawn("x", "/x.py", env={"A": object()})
-    # The low-level call() encodes with json.dumps, which raises TypeError (see the report).
-    with pytest.raises((TypeError, ValueError)):
+    with pytest.raises(TypeError):
+        client.write_file("/tmp/x", b"data")
+    with pytest.raises(TypeError):
+        client.store("k", {1, 2})
+    with pytest.raises(ValueError):
+        client.store("k", float("nan"))
+    with pytest.raises(TypeError):
         client.call(SyscallOp.SYS_STORE, {"value": object()})
     # Nothing was sent: the connection is still in step.
     assert client.echo("ok") == "ok"

@@ -30,7 +30,7 @@ fn payload(phase: u8, conn: usize, seq: usize) -> Vec<u8> {
 }
 
 fn codec_for(conn: usize) -> Codec {
-    if conn % 2 == 0 {
+    if conn.is_multiple_of(2) {
         Codec::Json
     } else {
         Codec::Postcard

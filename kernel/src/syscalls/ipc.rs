@@ -186,7 +186,7 @@ pub async fn recv(
     })
 }
 
-/// BROADCAST: to every live agent and every operator connection with a mailbox or a name.
+/// BROADCAST: to every live agent and every open operator connection.
 pub async fn broadcast(
     kernel: &Kernel,
     caller: &Caller,
@@ -195,13 +195,7 @@ pub async fn broadcast(
 ) -> Result<BroadcastReply, WireError> {
     let from = sender(kernel, caller);
     let mut targets: Vec<u32> = kernel.agents.live().iter().map(|a| a.id).collect();
-    targets.extend(
-        kernel
-            .ipc
-            .receivers()
-            .into_iter()
-            .filter(|id| kernel.ipc.is_operator(*id)),
-    );
+    targets.extend(kernel.ipc.operators());
     targets.sort_unstable();
     targets.dedup();
     let mut delivered = 0u32;

@@ -11,6 +11,7 @@ mod events;
 mod ipc;
 mod lifecycle;
 mod session;
+mod state;
 
 use clove_abi::codec::{self, Codec};
 use clove_abi::msg::Syscall;
@@ -101,6 +102,10 @@ pub async fn handle(kernel: &Kernel, caller: &Caller, req: Request) -> Response 
         Opcode::Unsubscribe => typed(&req, |r| events::unsubscribe(kernel, caller, r)),
         Opcode::PollEvents => typed_async!(req, |r| events::poll(kernel, caller, r)),
         Opcode::Emit => typed(&req, |r| events::emit(kernel, caller, r)),
+        Opcode::Store => typed_async!(req, |r| state::store(kernel, caller, r)),
+        Opcode::Fetch => typed_async!(req, |r| state::fetch(kernel, caller, r)),
+        Opcode::Delete => typed_async!(req, |r| state::delete(kernel, caller, r)),
+        Opcode::Keys => typed_async!(req, |r| state::keys(kernel, caller, r)),
         op if op.is_world_or_tunnel() => {
             error(req.codec, req.opcode, &WireError::not_supported(op))
         }
@@ -184,6 +189,10 @@ pub const IMPLEMENTED: &[Opcode] = &[
     Opcode::Unsubscribe,
     Opcode::PollEvents,
     Opcode::Emit,
+    Opcode::Store,
+    Opcode::Fetch,
+    Opcode::Delete,
+    Opcode::Keys,
     Opcode::Hello,
     Opcode::Exit,
 ];

@@ -26,6 +26,9 @@ pub fn hello(
                 .collect(),
             agents: true,
             sandbox: kernel.agents.host.root,
+            ipc: true,
+            state: true,
+            events: true,
             ..Features::default()
         },
     })

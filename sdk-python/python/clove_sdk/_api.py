@@ -262,11 +262,39 @@ class SyscallApi(Generic[_R]):
         return self._call(SyscallOp.SYS_REGISTER, {"name": name})
 
     def send_message(
-        self, message: JSON, to: Optional[int] = None, to_name: Optional[str] = None
+        self,
+        message: JSON,
+        to: Optional[int] = None,
+        to_name: Optional[str] = None,
+        *,
+        timeout: Optional[float] = None,
     ) -> _R:
-        """SEND: delivers ``message`` (any JSON value) to agent id ``to`` or name ``to_name``.
-        Returns ``{success, delivered_to}``."""
-        return self._call(SyscallOp.SYS_SEND, _request(message=message, to=to, to_name=to_name))
+        """SEND: delivers ``message`` (any JSON value) to agent id ``to`` or name ``to_name``
+        (a registered name, or an agent's spawn name). Returns ``{success, delivered_to}``.
+        A full mailbox fails with ``limit_exceeded``, unless ``timeout`` (seconds) says how
+        long to wait for room."""
+        return self._call(
+            SyscallOp.SYS_SEND,
+            _request(message=message, to=to, to_name=to_name, timeout_ms=_millis(timeout)),
+        )
+
+    def send_messages(
+        self,
+        messages: Iterable[JSON],
+        to: Optional[int] = None,
+        to_name: Optional[str] = None,
+        *,
+        timeout: Optional[float] = None,
+    ) -> _R:
+        """SEND_BATCH (this kernel's): delivers all of ``messages`` to one recipient, in
+        order, all or none, in one round trip. Returns ``{success, delivered_to,
+        delivered}``."""
+        return self._call(
+            SyscallOp.SYS_SEND_BATCH,
+            _request(
+                messages=list(messages), to=to, to_name=to_name, timeout_ms=_millis(timeout)
+            ),
+        )
 
     def recv_messages(self, max_messages: int = 10, wait: Optional[float] = None) -> _R:
         """RECV: up to ``max_messages`` messages from the caller's mailbox: ``{success, messages:

@@ -18,13 +18,14 @@ for concurrency.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from types import TracebackType
 from typing import Any, Awaitable, Dict, List, Optional, Type, Union
 
 from . import _native
 from ._api import SyscallApi, _target
-from .client import Payload, _ClientBase, _payload_bytes
+from .client import Payload, _ClientBase, _json, _payload_bytes
 from .protocol import Message, SyscallOp
 
 __all__ = ["AsyncCloveClient"]
@@ -42,9 +43,12 @@ class AsyncCloveClient(_ClientBase, SyscallApi[Awaitable[Dict[str, Any]]]):
         self,
         socket_path: Optional[Union[str, os.PathLike]] = None,
         *,
+        timeout: Optional[float] = None,
         raise_on_error: bool = False,
     ) -> None:
         super().__init__(socket_path, raise_on_error=raise_on_error)
+        #: Seconds a call may take before it fails with code ``timeout`` (None: no limit).
+        self.timeout = timeout
         self._conn: Optional[_native.AsyncConnection] = None
 
     async def connect(self) -> bool:
@@ -74,11 +78,19 @@ class AsyncCloveClient(_ClientBase, SyscallApi[Awaitable[Dict[str, Any]]]):
             self._conn = await _native.AsyncConnection.connect(self.socket_path)
         return self._conn
 
+    async def _bounded(self, awaitable: Awaitable[Any]) -> Any:
+        """Awaits a call within the client's timeout (a call cut short leaves the connection
+        out of step, so the caller drops it)."""
+        if self.timeout is None:
+            return await awaitable
+        return await asyncio.wait_for(awaitable, self.timeout)
+
     async def _call(self, opcode: int, request: Any = None) -> Any:  # type: ignore[override]
+        payload = b"" if request is None else _json(request)
         try:
             conn = await self._connection()
-            reply = await conn.call_json(int(opcode), request)
-        except OSError as exc:
+            reply = await self._bounded(conn.call_json(int(opcode), payload))
+        except (OSError, asyncio.TimeoutError) as exc:
             await self.disconnect()
             return self._failed(opcode, exc)
         self._agent_id = conn.agent_id
@@ -104,12 +116,14 @@ class AsyncCloveClient(_ClientBase, SyscallApi[Awaitable[Dict[str, Any]]]):
         """Sends one frame and returns its reply as a `Message`; None on failure."""
         try:
             conn = await self._connection()
-            agent_id, op, data = await conn.call(int(opcode), _payload_bytes(payload))
-        except OSError as exc:
+            agent_id, op, data = await self._bounded(conn.call(int(opcode), _payload_bytes(payload)))
+        except (OSError, asyncio.TimeoutError) as exc:
             await self.disconnect()
             self._failed(opcode, exc)
             return None
         self._agent_id = agent_id
+        if op == SyscallOp.SYS_EXIT:
+            await self.disconnect()  # the kernel closes the connection after `goodbye`
         return Message(agent_id, op, data)
 
     async def echo(self, message: Union[str, bytes]) -> Optional[str]:
@@ -132,9 +146,9 @@ class AsyncCloveClient(_ClientBase, SyscallApi[Awaitable[Dict[str, Any]]]):
         return reply if isinstance(reply, list) else []
 
     async def exit(self) -> bool:
-        """EXIT: ends the session politely and disconnects."""
+        """EXIT: ends the session politely and disconnects (False when there was none)."""
         if self._conn is None:
-            return True
+            return False
         reply = await self.call(SyscallOp.SYS_EXIT, b"")
         await self.disconnect()
         return reply is not None and reply.payload == b"goodbye"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import stat
 import sys
@@ -10,7 +12,7 @@ from typing import Any, Dict, List, Optional, Type, Union
 
 from . import _native
 from ._api import SyscallApi, _target
-from .errors import KernelUnreachableError, error_from_reply, is_error_reply
+from .errors import KernelTimeoutError, KernelUnreachableError, error_from_reply, is_error_reply
 from .protocol import Message, SyscallOp
 
 __all__ = ["CloveClient", "AgentOSClient", "connect", "resolve_socket"]
@@ -41,6 +43,13 @@ def resolve_socket(socket_path: Optional[Union[str, os.PathLike]] = None) -> str
     return os.fspath(_native.resolve_socket(None))
 
 
+def _json(request: Any) -> bytes:
+    """A request as JSON text, the way the original SDK made it: with the standard library, so
+    a value JSON cannot carry (bytes, a set, an object) raises ``TypeError`` and NaN raises
+    ``ValueError``, instead of being quietly turned into something else."""
+    return json.dumps(request, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
 def _payload_bytes(payload: Payload) -> bytes:
     """A low-level payload as bytes: bytes as they are, text as UTF-8, other values as JSON."""
     if payload is None:
@@ -49,9 +58,7 @@ def _payload_bytes(payload: Payload) -> bytes:
         return payload
     if isinstance(payload, str):
         return payload.encode("utf-8")
-    import json
-
-    return json.dumps(payload).encode("utf-8")
+    return _json(payload)
 
 
 class _ClientBase:
@@ -85,12 +92,18 @@ class _ClientBase:
         return reply
 
     def _failed(self, opcode: int, exc: BaseException) -> Dict[str, Any]:
-        """A call that did not get through, in the shape of the kernel's error replies."""
-        message = f"cannot reach the Clove kernel at {self.socket_path}: {exc}"
+        """A call that did not get through, in the shape of the kernel's error replies: code
+        ``timeout`` when the client's own timeout ran out, ``unavailable`` otherwise."""
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+            code, error = "timeout", KernelTimeoutError
+            message = f"no reply from the Clove kernel at {self.socket_path} in time: {exc}"
+        else:
+            code, error = "unavailable", KernelUnreachableError
+            message = f"cannot reach the Clove kernel at {self.socket_path}: {exc}"
         self.last_error = message
         if self.raise_on_error:
-            raise KernelUnreachableError(message, opcode=opcode) from exc
-        return _native.error_reply(opcode, "unavailable", message)
+            raise error(message, code=code, opcode=opcode) from exc
+        return _native.error_reply(opcode, code, message)
 
 
 class CloveClient(_ClientBase, SyscallApi[Dict[str, Any]]):
@@ -158,9 +171,10 @@ class CloveClient(_ClientBase, SyscallApi[Dict[str, Any]]):
         self.disconnect()
 
     def _call(self, opcode: int, request: Any = None) -> Dict[str, Any]:
+        payload = b"" if request is None else _json(request)
         try:
             conn = self._connection()
-            reply = conn.call_json(int(opcode), request)
+            reply = conn.call_json(int(opcode), payload)
         except OSError as exc:
             self._broken()
             return self._failed(opcode, exc)
@@ -210,6 +224,8 @@ class CloveClient(_ClientBase, SyscallApi[Dict[str, Any]]):
             self._failed(SyscallOp.SYS_NOOP, exc)
             return None
         self._agent_id = agent_id
+        if opcode == SyscallOp.SYS_EXIT:
+            self.disconnect()  # the kernel closes the connection after `goodbye`
         return Message(agent_id, opcode, payload)
 
     def call(self, opcode: int, payload: Payload = b"") -> Optional[Message]:
@@ -222,6 +238,8 @@ class CloveClient(_ClientBase, SyscallApi[Dict[str, Any]]):
             self._failed(opcode, exc)
             return None
         self._agent_id = agent_id
+        if op == SyscallOp.SYS_EXIT:
+            self.disconnect()  # the kernel closes the connection after `goodbye`
         return Message(agent_id, op, data)
 
     # ---- methods whose results are not the reply dict ----------------------------------------
@@ -249,9 +267,10 @@ class CloveClient(_ClientBase, SyscallApi[Dict[str, Any]]):
         return reply if isinstance(reply, list) else []
 
     def exit(self) -> bool:
-        """EXIT: ends the session politely (the kernel answers ``goodbye``) and disconnects."""
-        if self._conn is None:
-            return True
+        """EXIT: ends the session politely and disconnects. True when the kernel said
+        ``goodbye``; False when there was no session to end or it did not answer."""
+        if not self.connected:
+            return False
         reply = self.call(SyscallOp.SYS_EXIT, b"")
         self.disconnect()
         return reply is not None and reply.payload == b"goodbye"

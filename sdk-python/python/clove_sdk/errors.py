@@ -109,7 +109,8 @@ class UnavailableError(CloveError):
 
 
 class KernelTimeoutError(CloveError, builtins.TimeoutError):
-    """The kernel gave up waiting (a frame that stopped halfway, a request timeout)."""
+    """A timeout: the client's own (``timeout=``) ran out before the reply came, or the kernel
+    gave up waiting (a frame that stopped halfway)."""
 
     code = "timeout"
 

@@ -237,7 +237,7 @@ impl AgentCgroup {
             polls += 1;
             // v1 can leave a task unfrozen in FREEZING (it was busy in the kernel); writing
             // FROZEN again retries it.
-            if d.version == Version::V1 && polls % 10 == 0 {
+            if d.version == Version::V1 && polls.is_multiple_of(10) {
                 self.write(&path, value)?;
             }
             std::thread::sleep(POLL);

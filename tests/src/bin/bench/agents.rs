@@ -243,7 +243,7 @@ pub fn measure_spawn(kernel: &Kernel, cfg: &AgentConfig) -> Result<SpawnResult> 
                 }
             }
         }
-        if timed && (round + 1 - cfg.spawn_warmup) % 50 == 0 {
+        if timed && (round + 1 - cfg.spawn_warmup).is_multiple_of(50) {
             progress(format_args!(
                 "  {}/{} rounds; last: SPAWN→exit {:.2} ms, unshare {:.2} ms",
                 round + 1 - cfg.spawn_warmup,
