@@ -104,6 +104,7 @@ impl Kernel {
                 }
             }
         });
+        tokio::spawn(watch_resources(Arc::clone(self)));
         let state = Arc::clone(&self.state);
         let stopping = self.stopping.clone();
         tokio::spawn(async move {
@@ -118,6 +119,59 @@ impl Kernel {
                 }
             }
         });
+    }
+}
+
+/// How often agents' memory and pids are compared with their limits.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// RESOURCE_WARNING when usage reaches this share of the limit...
+const NEAR_LIMIT: f64 = 0.9;
+/// ...and again only after it has fallen below this share (no warning storm at the edge).
+const REARM_BELOW: f64 = 0.8;
+
+/// Publishes RESOURCE_WARNING when an agent's memory (the cgroup's usage, page cache included
+/// on cgroup v1) or its number of processes and threads comes near its limit. OOM kills are
+/// published when the agent exits (see [`publish_lifecycle`]).
+async fn watch_resources(kernel: Arc<Kernel>) {
+    let mut every = tokio::time::interval(WATCH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // (agent, resource) pairs warned about and not yet back under REARM_BELOW.
+    let mut warned: std::collections::HashSet<(u32, &'static str)> = Default::default();
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = kernel.stopping.cancelled() => return,
+        }
+        let live = kernel.agents.live();
+        warned.retain(|(id, _)| live.iter().any(|a| a.id == *id));
+        for agent in live {
+            let Some(cg) = &agent.cgroup else { continue };
+            let limits = agent.spec.limits();
+            let readings = [
+                ("memory", cg.memory_current().ok(), limits.memory.bytes()),
+                ("pids", cg.pids_current().ok(), limits.max_pids),
+            ];
+            for (resource, current, limit) in readings {
+                let (Some(current), true) = (current, limit > 0) else {
+                    continue;
+                };
+                let share = current as f64 / limit as f64;
+                let key = (agent.id, resource);
+                if share >= NEAR_LIMIT && warned.insert(key) {
+                    kernel.events.kernel(
+                        EventType::ResourceWarning,
+                        json!({"agent_id": agent.id, "name": agent.name, "resource": resource,
+                               "kind": "near_limit", "current": current, "limit": limit,
+                               "percent": (share * 100.0).round(),
+                               "message": format!("agent {} ({}) uses {current} of its {resource} limit {limit}", agent.id, agent.name)}),
+                        agent.id,
+                        Audience::Everyone,
+                    );
+                } else if share < REARM_BELOW {
+                    warned.remove(&key);
+                }
+            }
+        }
     }
 }
 

@@ -227,3 +227,38 @@ def test_state_changed_events(pair, implemented):
     # Agent-scoped changes reach their owner only.
     a.store(uname("private"), 1, scope="agent")
     assert b.poll_events(wait=0.3)["count"] == 0
+
+
+def test_syscall_blocked_is_published(pair, implemented):
+    requires(implemented, "EMIT", "SUBSCRIBE", "POLL_EVENTS")
+    a, b = pair
+    assert b.subscribe("SYSCALL_BLOCKED")["success"] is True
+    denied = a.emit_event("AGENT_EXITED", {"forged": True})
+    assert denied["success"] is False and denied["code"] == "permission_denied"
+    ev = b.poll_events(wait=5)["events"]
+    assert [e["type"] for e in ev] == ["SYSCALL_BLOCKED"], ev
+    assert ev[0]["source_agent_id"] == a.agent_id
+    assert ev[0]["data"]["opcode"].startswith("EMIT") and "kernel" in ev[0]["data"]["reason"]
+
+
+def test_resource_warning_near_the_pids_limit(kernel, agents, implemented):
+    requires(implemented, "SUBSCRIBE", "POLL_EVENTS")
+    with CloveClient(kernel.socket, timeout=30) as watcher:
+        assert watcher.subscribe("RESOURCE_WARNING")["success"] is True
+        # 30 threads plus the interpreter and init under a limit of 34: above 90 %.
+        r = agents.spawn("""
+            import threading, time
+            ts = [threading.Thread(target=time.sleep, args=(5,)) for _ in range(30)]
+            [t.start() for t in ts]
+            print("up", flush=True)
+            time.sleep(5)
+        """, limits={"max_pids": 34})
+        deadline = time.monotonic() + 10
+        warnings = []
+        while time.monotonic() < deadline and not warnings:
+            got = watcher.poll_events(wait=1)["events"]
+            warnings = [e for e in got if e["data"].get("agent_id") == r["id"]]
+        assert warnings, "no RESOURCE_WARNING within 10 s"
+        w = warnings[0]["data"]
+        assert (w["resource"], w["kind"], w["limit"]) == ("pids", "near_limit", 34), w
+        assert w["current"] >= 31

@@ -733,3 +733,82 @@ pub fn canary_file(text: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// Running `clove demo` against a test kernel.
 pub mod demo;
+
+// Helpers for the messaging, events and state tests (raw JSON frames, planned agents).
+
+/// A raw connection speaking JSON on the original frame, for tests that check exact error
+/// codes and reply headers. Every read gives up after 60 s.
+pub struct JsonConn {
+    /// The stream.
+    pub stream: UnixStream,
+    /// The caller's id, from the reply header of the HELLO sent on connect.
+    pub id: u32,
+}
+
+impl JsonConn {
+    /// Connects to `kernel` and says HELLO (which tells the connection's id).
+    pub fn open(kernel: &Kernel) -> Result<JsonConn> {
+        let stream = kernel.connect()?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut conn = JsonConn { stream, id: 0 };
+        let (header, reply) = conn.call_as(0, 0xFE, &serde_json::json!({}))?;
+        if reply["success"] != true {
+            bail!("HELLO: {reply}");
+        }
+        conn.id = header.agent_id;
+        Ok(conn)
+    }
+
+    /// One request with `header_id` written in the request header; the reply header and the
+    /// reply parsed as JSON.
+    pub fn call_as(
+        &mut self,
+        header_id: u32,
+        opcode: u8,
+        payload: &serde_json::Value,
+    ) -> Result<(FrameHeader, serde_json::Value)> {
+        let body = payload.to_string();
+        self.stream.write_all(&clove_abi::frame::encode_frame(
+            Codec::Json,
+            header_id,
+            opcode,
+            body.as_bytes(),
+        ))?;
+        let (header, reply) = read_frame(&mut self.stream)?;
+        if header.opcode != opcode {
+            bail!("reply opcode 0x{:02X} to 0x{opcode:02X}", header.opcode);
+        }
+        let value = serde_json::from_slice(&reply).with_context(|| {
+            format!(
+                "reply to 0x{opcode:02X} is not JSON: {:?}",
+                String::from_utf8_lossy(&reply)
+            )
+        })?;
+        Ok((header, value))
+    }
+
+    /// One request (header id 0); the reply as JSON.
+    pub fn call(&mut self, opcode: u8, payload: serde_json::Value) -> Result<serde_json::Value> {
+        Ok(self.call_as(0, opcode, &payload)?.1)
+    }
+}
+
+/// A SPAWN request for tests/python/agent_plan.py named `name` carrying out `plan` (see the
+/// script for the steps).
+pub fn plan_request(name: &str, plan: &serde_json::Value) -> SpawnRequest {
+    let mut req = spawn_request(name, "agent_plan.py");
+    req.args = vec![plan.to_string()];
+    req
+}
+
+/// The parsed `STEP <step> {...}` line of agent `id` (running agent_plan.py), waiting up to
+/// `limit` for it.
+pub fn plan_step(
+    kernel: &Kernel,
+    id: u32,
+    step: usize,
+    limit: Duration,
+) -> Result<serde_json::Value> {
+    let line = wait_output_line(kernel, id, &format!("STEP {step} "), limit)?;
+    serde_json::from_str(&line).with_context(|| format!("STEP {step} of agent {id}: {line}"))
+}

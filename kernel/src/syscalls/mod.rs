@@ -38,6 +38,8 @@ pub struct Response {
     pub payload: Vec<u8>,
     /// Close the connection after sending (EXIT).
     pub close: bool,
+    /// The request was refused by a check (`permission_denied`): why, for SYSCALL_BLOCKED.
+    pub blocked: Option<String>,
 }
 
 impl Response {
@@ -45,6 +47,7 @@ impl Response {
         Response {
             payload,
             close: false,
+            blocked: None,
         }
     }
 }
@@ -59,8 +62,24 @@ macro_rules! typed_async {
     };
 }
 
-/// Answers one request.
+/// Answers one request. A refusal by a check is published as SYSCALL_BLOCKED.
 pub async fn handle(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
+    let opcode = req.opcode;
+    let resp = dispatch(kernel, caller, req).await;
+    if let Some(why) = &resp.blocked {
+        kernel.events.kernel(
+            clove_abi::msg::EventType::SyscallBlocked,
+            serde_json::json!({"agent_id": caller.id, "opcode": clove_abi::opcode::label(opcode),
+                               "reason": why}),
+            caller.id,
+            crate::events::Audience::Everyone,
+        );
+    }
+    resp
+}
+
+/// Runs the handler of one request.
+async fn dispatch(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
     let Some(op) = Opcode::from_u8(req.opcode) else {
         return error(
             req.codec,
@@ -75,6 +94,7 @@ pub async fn handle(kernel: &Kernel, caller: &Caller, req: Request) -> Response 
         Opcode::Exit => Response {
             payload: clove_abi::msg::GOODBYE.to_vec(),
             close: true,
+            blocked: None,
         },
         Opcode::Hello => typed(&req, |r| session::hello(kernel, caller, r)),
         Opcode::List => typed(&req, |r| lifecycle::list(kernel, caller, r)),
@@ -137,8 +157,15 @@ fn reply<T: Serialize>(codec: Codec, opcode: u8, result: Result<&T, &WireError>)
     if let Err(e) = result {
         tracing::debug!(opcode = %clove_abi::opcode::label(opcode), code = %e.code, "{}", e.message);
     }
+    let blocked = match result {
+        Err(e) if e.code == clove_abi::ErrorCode::PermissionDenied => Some(e.message.clone()),
+        _ => None,
+    };
     match codec::encode_reply(codec, opcode, result) {
-        Ok(bytes) => Response::keep(bytes),
+        Ok(bytes) => Response {
+            blocked,
+            ..Response::keep(bytes)
+        },
         Err(e) => {
             tracing::error!(opcode = %clove_abi::opcode::label(opcode), "{e}");
             error(codec, opcode, &WireError::from(e))
