@@ -162,6 +162,11 @@ impl Ipc {
     /// SEND: puts `messages` (one, or a batch) in `to`'s mailbox, all or none, in order.
     /// `bytes` is what the batch is charged. When the mailbox has no room, waits up to `wait`
     /// for it (none: fail at once).
+    ///
+    /// `to` must be an open operator connection or an agent for which `live_agent` says yes.
+    /// That is checked under the mailboxes' lock, right before delivery, so a message can
+    /// never land in the mailbox of an agent that has just exited (its mailbox is released
+    /// after it leaves the live table, under the same lock).
     pub async fn send(
         &self,
         from: &Sender,
@@ -169,6 +174,7 @@ impl Ipc {
         messages: Vec<Json>,
         bytes: usize,
         wait: Option<Duration>,
+        live_agent: &(dyn Fn(u32) -> bool + Send + Sync),
     ) -> Result<usize, WireError> {
         let n = messages.len();
         if n > self.limits.messages || bytes > self.limits.bytes {
@@ -191,6 +197,13 @@ impl Ipc {
             notified.as_mut().enable();
             let full = {
                 let mut inner = lock(&self.inner);
+                if !inner.operators.contains(&to) && !live_agent(to) {
+                    inner.boxes.remove(&to);
+                    return Err(WireError::new(
+                        ErrorCode::NotFound,
+                        format!("{to} is gone: no live agent or open connection has that id"),
+                    ));
+                }
                 let b = inner.boxes.entry(to).or_default();
                 if b.queue.len() + n <= self.limits.messages && b.bytes + bytes <= self.limits.bytes
                 {
@@ -224,25 +237,12 @@ impl Ipc {
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Err(full);
             }
-            if !self.reachable(to) {
-                return Err(WireError::new(
-                    ErrorCode::NotFound,
-                    format!("{to} went away while the message waited for room"),
-                ));
-            }
         }
     }
 
     /// The "room" signal of `to`'s mailbox (made if it has none yet).
     fn room_of(&self, to: u32) -> Arc<Notify> {
         Arc::clone(&lock(&self.inner).boxes.entry(to).or_default().room)
-    }
-
-    /// Whether `to` still has a mailbox or is an open operator connection (agents are
-    /// checked by the caller).
-    fn reachable(&self, to: u32) -> bool {
-        let inner = lock(&self.inner);
-        inner.boxes.contains_key(&to) || inner.operators.contains(&to)
     }
 
     /// RECV: takes up to `max` messages from `id`'s mailbox, oldest first; when it is empty,
@@ -318,6 +318,9 @@ mod tests {
         }))
     }
 
+    /// Every id is a live agent.
+    const ALIVE: fn(u32) -> bool = |_| true;
+
     fn sender(id: u32, name: &str) -> Sender {
         Sender {
             id,
@@ -329,12 +332,19 @@ mod tests {
     async fn messages_arrive_in_order_with_the_sender() {
         let ipc = ipc(8);
         let a = sender(1, "a");
-        ipc.send(&a, 2, vec![Json(json!(1))], 10, None)
+        ipc.send(&a, 2, vec![Json(json!(1))], 10, None, &ALIVE)
             .await
             .unwrap();
-        ipc.send(&a, 2, vec![Json(json!(2)), Json(json!(3))], 20, None)
-            .await
-            .unwrap();
+        ipc.send(
+            &a,
+            2,
+            vec![Json(json!(2)), Json(json!(3))],
+            20,
+            None,
+            &ALIVE,
+        )
+        .await
+        .unwrap();
         let got = ipc.recv(2, 2, None).await;
         assert_eq!(got.len(), 2);
         assert_eq!((got[0].from, got[0].from_name.as_str()), (1, "a"));
@@ -349,12 +359,12 @@ mod tests {
         let ipc = ipc(2);
         let a = sender(1, "");
         for i in 0..2 {
-            ipc.send(&a, 2, vec![Json(json!(i))], 1, None)
+            ipc.send(&a, 2, vec![Json(json!(i))], 1, None, &ALIVE)
                 .await
                 .unwrap();
         }
         let e = ipc
-            .send(&a, 2, vec![Json(json!(9))], 1, None)
+            .send(&a, 2, vec![Json(json!(9))], 1, None, &ALIVE)
             .await
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::LimitExceeded);
@@ -369,6 +379,7 @@ mod tests {
                     vec![Json(json!(9))],
                     1,
                     Some(Duration::from_secs(10)),
+                    &ALIVE,
                 )
                 .await
             })
@@ -390,6 +401,7 @@ mod tests {
                 vec![Json(json!(9))],
                 1,
                 Some(Duration::from_millis(20)),
+                &ALIVE,
             )
             .await
             .unwrap_err();
@@ -402,6 +414,7 @@ mod tests {
                 vec![Json(json!(0)); 3],
                 3,
                 Some(Duration::from_secs(10)),
+                &ALIVE,
             )
             .await
             .unwrap_err();
@@ -417,7 +430,7 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished(), "recv returned from an empty mailbox");
-        ipc.send(&sender(1, ""), 5, vec![Json(json!("hi"))], 4, None)
+        ipc.send(&sender(1, ""), 5, vec![Json(json!("hi"))], 4, None, &ALIVE)
             .await
             .unwrap();
         let got = tokio::time::timeout(Duration::from_secs(5), waiter)
@@ -445,11 +458,17 @@ mod tests {
         assert_eq!(ipc.registered("driver"), Some(1));
         assert_eq!(ipc.first_name(1).as_deref(), Some("driver"));
         assert!(ipc.is_operator(1));
-        ipc.send(&sender(2, ""), 1, vec![Json(json!(1))], 1, None)
+        ipc.send(&sender(2, ""), 1, vec![Json(json!(1))], 1, None, &|_| false)
             .await
             .unwrap();
         ipc.release(1);
         assert_eq!(ipc.registered("driver"), None);
+        // Gone: not an operator any more, and not a live agent.
+        let e = ipc
+            .send(&sender(2, ""), 1, vec![Json(json!(1))], 1, None, &|_| false)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
         assert!(!ipc.is_operator(1));
         assert_eq!(ipc.depth(1), 0);
         // The name is free for the next script run.

@@ -56,7 +56,12 @@ fn lifecycle_events_of_a_sandboxed_agent() {
     }
     let kernel = Kernel::start().unwrap();
     let mut listener = JsonConn::open(&kernel).unwrap();
-    let types = ["AGENT_SPAWNED", "AGENT_PAUSED", "AGENT_RESUMED", "AGENT_EXITED"];
+    let types = [
+        "AGENT_SPAWNED",
+        "AGENT_PAUSED",
+        "AGENT_RESUMED",
+        "AGENT_EXITED",
+    ];
     let r = listener
         .call(SUBSCRIBE, json!({"event_types": types}))
         .unwrap();
@@ -71,7 +76,9 @@ fn lifecycle_events_of_a_sandboxed_agent() {
     assert_eq!(r["paused"], true, "{r}");
     let r = op.call(RESUME, json!({"name": "lifecycle"})).unwrap();
     assert_eq!(r["resumed"], true, "{r}");
-    let r = op.call(SEND, json!({"to": agent.id, "message": "go"})).unwrap();
+    let r = op
+        .call(SEND, json!({"to": agent.id, "message": "go"}))
+        .unwrap();
     assert_eq!(r["success"], true, "{r}");
     let done = wait_exit(&mut c, agent.id, Duration::from_secs(30)).unwrap();
     let output = agent_output(&kernel, agent.id).unwrap();
@@ -87,10 +94,22 @@ fn lifecycle_events_of_a_sandboxed_agent() {
     assert_eq!(kinds, types, "{}", json!(events));
     for e in &mine {
         assert_eq!(e["data"]["name"], "lifecycle", "{e}");
-        assert_eq!(e["source_agent_id"].as_u64(), Some(u64::from(agent.id)), "{e}");
-        assert!(e["timestamp"].is_number() || e["timestamp"].is_string(), "{e}");
+        assert_eq!(
+            e["source_agent_id"].as_u64(),
+            Some(u64::from(agent.id)),
+            "{e}"
+        );
+        assert!(
+            e["timestamp"].is_number() || e["timestamp"].is_string(),
+            "{e}"
+        );
     }
-    assert_eq!(mine[0]["data"]["pid"].as_i64(), Some(i64::from(agent.pid)), "{}", mine[0]);
+    assert_eq!(
+        mine[0]["data"]["pid"].as_i64(),
+        Some(i64::from(agent.pid)),
+        "{}",
+        mine[0]
+    );
     let exited = &mine[3]["data"];
     assert_eq!(exited["exit_code"], 7, "{exited}");
     assert_eq!(exited["oom"], false, "{exited}");
@@ -129,7 +148,10 @@ fn message_received_reaches_only_the_recipient() {
         let r = conns[i]
             .call(POLL_EVENTS, json!({"max": 10, "wait_ms": 500}))
             .unwrap();
-        assert_eq!(r["count"], 0, "connection {i} saw another's MESSAGE_RECEIVED: {r}");
+        assert_eq!(
+            r["count"], 0,
+            "connection {i} saw another's MESSAGE_RECEIVED: {r}"
+        );
     }
 }
 
@@ -232,7 +254,12 @@ fn oom_kill_publishes_resource_warning() {
     });
     let mine = of_agent(&events, hog_id);
     let kinds: Vec<&str> = mine.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["RESOURCE_WARNING", "AGENT_EXITED"], "{}", json!(events));
+    assert_eq!(
+        kinds,
+        ["RESOURCE_WARNING", "AGENT_EXITED"],
+        "{}",
+        json!(events)
+    );
     let warning = &mine[0]["data"];
     assert_eq!(warning["resource"], "memory", "{warning}");
     assert_eq!(warning["name"], "hog", "{warning}");

@@ -38,14 +38,21 @@ fn assert_error(r: &Value, code: &str) {
 fn full_mailbox_refuses_or_waits_for_room() {
     let kernel = small_mailboxes();
     let mut rx = JsonConn::open(&kernel).unwrap();
-    assert_eq!(rx.call(REGISTER, json!({"name": "rx"})).unwrap()["success"], true);
+    assert_eq!(
+        rx.call(REGISTER, json!({"name": "rx"})).unwrap()["success"],
+        true
+    );
     let mut tx = JsonConn::open(&kernel).unwrap();
 
     for n in 0..4 {
-        let r = tx.call(SEND, json!({"to_name": "rx", "message": n})).unwrap();
+        let r = tx
+            .call(SEND, json!({"to_name": "rx", "message": n}))
+            .unwrap();
         assert_eq!(r["success"], true, "message {n}: {r}");
     }
-    let r = tx.call(SEND, json!({"to_name": "rx", "message": 4})).unwrap();
+    let r = tx
+        .call(SEND, json!({"to_name": "rx", "message": 4}))
+        .unwrap();
     assert_error(&r, "limit_exceeded");
     // A batch that does not fit is refused whole, even when it fits the limit by itself.
     let r = tx
@@ -61,12 +68,19 @@ fn full_mailbox_refuses_or_waits_for_room() {
         )
         .unwrap();
     assert_error(&r, "limit_exceeded");
-    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
 
     // A wait that runs out fails, after about the wait and not much later.
     let start = Instant::now();
     let r = tx
-        .call(SEND, json!({"to": rx.id, "message": "late", "timeout_ms": 400}))
+        .call(
+            SEND,
+            json!({"to": rx.id, "message": "late", "timeout_ms": 400}),
+        )
         .unwrap();
     let waited = start.elapsed();
     assert_error(&r, "limit_exceeded");
@@ -79,7 +93,10 @@ fn full_mailbox_refuses_or_waits_for_room() {
     let socket_tx = std::thread::spawn(move || {
         let start = Instant::now();
         let r = tx
-            .call(SEND, json!({"to_name": "rx", "message": "waited", "timeout_ms": 10000}))
+            .call(
+                SEND,
+                json!({"to_name": "rx", "message": "waited", "timeout_ms": 10000}),
+            )
             .unwrap();
         (r, start.elapsed(), tx)
     });
@@ -104,13 +121,24 @@ fn full_mailbox_refuses_or_waits_for_room() {
         .iter()
         .map(|m| &m["message"])
         .collect();
-    assert_eq!(bodies, [&json!(1), &json!(2), &json!(3), &json!("waited")], "{r}");
+    assert_eq!(
+        bodies,
+        [&json!(1), &json!(2), &json!(3), &json!("waited")],
+        "{r}"
+    );
 
     // Room again: a batch that fits goes in whole.
     let r = tx
-        .call(SEND_BATCH, json!({"to_name": "rx", "messages": ["a", "b", "c", "d"]}))
+        .call(
+            SEND_BATCH,
+            json!({"to_name": "rx", "messages": ["a", "b", "c", "d"]}),
+        )
         .unwrap();
-    assert_eq!((&r["success"], &r["delivered"]), (&json!(true), &json!(4)), "{r}");
+    assert_eq!(
+        (&r["success"], &r["delivered"]),
+        (&json!(true), &json!(4)),
+        "{r}"
+    );
 }
 
 #[test]
@@ -119,10 +147,15 @@ fn unknown_recipients_are_not_found() {
     let mut tx = JsonConn::open(&kernel).unwrap();
     let r = tx.call(SEND, json!({"to": 999_999, "message": 1})).unwrap();
     assert_error(&r, "not_found");
-    let r = tx.call(SEND, json!({"to_name": "nobody", "message": 1})).unwrap();
+    let r = tx
+        .call(SEND, json!({"to_name": "nobody", "message": 1}))
+        .unwrap();
     assert_error(&r, "not_found");
     let r = tx
-        .call(SEND, json!({"to_name": "nobody", "message": 1, "timeout_ms": 2000}))
+        .call(
+            SEND,
+            json!({"to_name": "nobody", "message": 1, "timeout_ms": 2000}),
+        )
         .unwrap();
     assert_error(&r, "not_found");
     let r = tx
@@ -142,7 +175,10 @@ fn operator_names_and_mailboxes_are_released_on_close() {
     let r = second.call(REGISTER, json!({"name": "shared"})).unwrap();
     assert_error(&r, "already_exists");
     let r = second
-        .call(SEND, json!({"to_name": "shared", "message": "for the first"}))
+        .call(
+            SEND,
+            json!({"to_name": "shared", "message": "for the first"}),
+        )
         .unwrap();
     assert_eq!(r["delivered_to"].as_u64(), Some(u64::from(first_id)), "{r}");
     drop(first);
@@ -171,13 +207,24 @@ fn operator_names_and_mailboxes_are_released_on_close() {
     // The name now reaches the second connection, which does not see the first's message.
     let mut third = JsonConn::open(&kernel).unwrap();
     let r = third
-        .call(SEND, json!({"to_name": "shared", "message": "for the second"}))
+        .call(
+            SEND,
+            json!({"to_name": "shared", "message": "for the second"}),
+        )
         .unwrap();
-    assert_eq!(r["delivered_to"].as_u64(), Some(u64::from(second.id)), "{r}");
+    assert_eq!(
+        r["delivered_to"].as_u64(),
+        Some(u64::from(second.id)),
+        "{r}"
+    );
     let r = second.call(RECV, json!({"max": 10})).unwrap();
     assert_eq!(r["count"], 1, "{r}");
     assert_eq!(r["messages"][0]["message"], "for the second", "{r}");
-    assert_eq!(r["messages"][0]["from"].as_u64(), Some(u64::from(third.id)), "{r}");
+    assert_eq!(
+        r["messages"][0]["from"].as_u64(),
+        Some(u64::from(third.id)),
+        "{r}"
+    );
 }
 
 #[test]
@@ -197,7 +244,10 @@ fn agent_reachable_by_spawn_name_until_it_exits() {
     assert_error(&r, "already_exists");
 
     let r = op
-        .call(SEND, json!({"to_name": "mbox-agent", "message": {"hello": "agent"}}))
+        .call(
+            SEND,
+            json!({"to_name": "mbox-agent", "message": {"hello": "agent"}}),
+        )
         .unwrap();
     assert_eq!(r["success"], true, "{r}");
     assert_eq!(r["delivered_to"].as_u64(), Some(u64::from(agent.id)), "{r}");
@@ -206,7 +256,11 @@ fn agent_reachable_by_spawn_name_until_it_exits() {
     let output = agent_output(&kernel, agent.id).unwrap();
     assert_eq!(done.exit_code, Some(0), "{done:?}\n{output}");
     let step = plan_step(&kernel, agent.id, 0, Duration::from_secs(1)).unwrap();
-    assert_eq!(step["agent_id"].as_u64(), Some(u64::from(agent.id)), "{step}");
+    assert_eq!(
+        step["agent_id"].as_u64(),
+        Some(u64::from(agent.id)),
+        "{step}"
+    );
     let msgs = step["reply"]["messages"].as_array().unwrap();
     assert_eq!(msgs.len(), 1, "{step}");
     assert_eq!(msgs[0]["message"], json!({"hello": "agent"}), "{step}");

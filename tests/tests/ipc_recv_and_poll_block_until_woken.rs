@@ -41,7 +41,9 @@ fn recv_blocks_until_a_send_wakes_it() {
     std::thread::sleep(Duration::from_millis(600));
     assert!(!waiting.is_finished(), "RECV answered before any message");
     let sent = Instant::now();
-    let r = tx.call(SEND, json!({"to": rx_id, "message": "wake"})).unwrap();
+    let r = tx
+        .call(SEND, json!({"to": rx_id, "message": "wake"}))
+        .unwrap();
     assert_eq!(r["success"], true, "{r}");
     let (r, took, mut rx) = waiting.join().unwrap();
     let woke_after = sent.elapsed();
@@ -49,13 +51,20 @@ fn recv_blocks_until_a_send_wakes_it() {
     assert_eq!(r["messages"][0]["message"], "wake", "{r}");
     assert!(took >= Duration::from_millis(590), "{took:?}");
     // It woke on the SEND, not at the end of its 10 s.
-    assert!(woke_after < Duration::from_secs(2), "woke {woke_after:?} after the SEND");
+    assert!(
+        woke_after < Duration::from_secs(2),
+        "woke {woke_after:?} after the SEND"
+    );
 
     // Nothing comes: an empty answer after about the wait.
     let start = Instant::now();
     let r = rx.call(RECV, json!({"max": 10, "wait_ms": 500})).unwrap();
     let took = start.elapsed();
-    assert_eq!((&r["success"], &r["count"]), (&json!(true), &json!(0)), "{r}");
+    assert_eq!(
+        (&r["success"], &r["count"]),
+        (&json!(true), &json!(0)),
+        "{r}"
+    );
     assert_eq!(r["messages"], json!([]), "{r}");
     assert!(
         took >= Duration::from_millis(490) && took < Duration::from_secs(3),
@@ -65,7 +74,11 @@ fn recv_blocks_until_a_send_wakes_it() {
     let start = Instant::now();
     let r = rx.call(RECV, json!({"max": 10})).unwrap();
     assert_eq!(r["count"], 0, "{r}");
-    assert!(start.elapsed() < Duration::from_millis(300), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -80,14 +93,20 @@ fn poll_events_blocks_until_an_emit_wakes_it() {
 
     let waiting = in_thread(listener, POLL_EVENTS, json!({"max": 10, "wait_ms": 10000}));
     std::thread::sleep(Duration::from_millis(600));
-    assert!(!waiting.is_finished(), "POLL_EVENTS answered before any event");
+    assert!(
+        !waiting.is_finished(),
+        "POLL_EVENTS answered before any event"
+    );
     // An event of a type nobody waits for does not wake it.
     let r = emitter
         .call(EMIT, json!({"event_type": "test.other", "data": 0}))
         .unwrap();
     assert_eq!(r["success"], true, "{r}");
     std::thread::sleep(Duration::from_millis(300));
-    assert!(!waiting.is_finished(), "an unsubscribed event type woke POLL_EVENTS");
+    assert!(
+        !waiting.is_finished(),
+        "an unsubscribed event type woke POLL_EVENTS"
+    );
     let sent = Instant::now();
     let r = emitter
         .call(EMIT, json!({"event_type": "test.wake", "data": {"n": 1}}))
@@ -99,16 +118,27 @@ fn poll_events_blocks_until_an_emit_wakes_it() {
     let ev = &r["events"][0];
     assert_eq!(ev["type"], "test.wake", "{r}");
     assert_eq!(ev["data"], json!({"n": 1}), "{r}");
-    assert_eq!(ev["source_agent_id"].as_u64(), Some(u64::from(emitter.id)), "{r}");
+    assert_eq!(
+        ev["source_agent_id"].as_u64(),
+        Some(u64::from(emitter.id)),
+        "{r}"
+    );
     assert!(took >= Duration::from_millis(890), "{took:?}");
-    assert!(woke_after < Duration::from_secs(2), "woke {woke_after:?} after the EMIT");
+    assert!(
+        woke_after < Duration::from_secs(2),
+        "woke {woke_after:?} after the EMIT"
+    );
 
     let start = Instant::now();
     let r = listener
         .call(POLL_EVENTS, json!({"max": 10, "wait_ms": 500}))
         .unwrap();
     let took = start.elapsed();
-    assert_eq!((&r["success"], &r["count"]), (&json!(true), &json!(0)), "{r}");
+    assert_eq!(
+        (&r["success"], &r["count"]),
+        (&json!(true), &json!(0)),
+        "{r}"
+    );
     assert_eq!(r["events"], json!([]), "{r}");
     assert!(
         took >= Duration::from_millis(490) && took < Duration::from_secs(3),
@@ -117,9 +147,16 @@ fn poll_events_blocks_until_an_emit_wakes_it() {
 
     // Kernel event types cannot be forged with EMIT.
     let r = emitter
-        .call(EMIT, json!({"event_type": "AGENT_EXITED", "data": {"agent_id": 1}}))
+        .call(
+            EMIT,
+            json!({"event_type": "AGENT_EXITED", "data": {"agent_id": 1}}),
+        )
         .unwrap();
-    assert_eq!((&r["success"], &r["code"]), (&json!(false), &json!("permission_denied")), "{r}");
+    assert_eq!(
+        (&r["success"], &r["code"]),
+        (&json!(false), &json!("permission_denied")),
+        "{r}"
+    );
 }
 
 #[test]
@@ -131,8 +168,13 @@ fn sigterm_ends_a_waiting_recv_and_the_kernel_promptly() {
         .set_read_timeout(Some(Duration::from_secs(15)))
         .unwrap();
     let body = json!({"max": 10, "wait_ms": 60000}).to_string();
-    clove_tests::send_frame(&mut rx.stream, clove_abi::Codec::Json, RECV, body.as_bytes())
-        .unwrap();
+    clove_tests::send_frame(
+        &mut rx.stream,
+        clove_abi::Codec::Json,
+        RECV,
+        body.as_bytes(),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let reader = std::thread::spawn(move || {
         // Either an (empty) reply then EOF, or EOF at once; never the full 60 s.
@@ -184,8 +226,13 @@ fn closing_during_a_recv_wait_releases_the_connection() {
     assert_eq!(r["success"], true, "{r}");
     let ghost_id = ghost.id;
     let body = json!({"max": 1, "wait_ms": 30000}).to_string();
-    clove_tests::send_frame(&mut ghost.stream, clove_abi::Codec::Json, RECV, body.as_bytes())
-        .unwrap();
+    clove_tests::send_frame(
+        &mut ghost.stream,
+        clove_abi::Codec::Json,
+        RECV,
+        body.as_bytes(),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     drop(ghost);
 

@@ -32,12 +32,23 @@ fn expired_keys_are_never_visible() {
     let ttl = Duration::from_millis(700);
     let sent = Instant::now();
     let r = c
-        .call(STORE, json!({"key": "brief", "value": "soon gone", "ttl": ttl.as_secs_f64()}))
+        .call(
+            STORE,
+            json!({"key": "brief", "value": "soon gone", "ttl": ttl.as_secs_f64()}),
+        )
         .unwrap();
     let replied = sent.elapsed();
-    assert_eq!((&r["success"], &r["version"]), (&json!(true), &json!(1)), "{r}");
+    assert_eq!(
+        (&r["success"], &r["version"]),
+        (&json!(true), &json!(1)),
+        "{r}"
+    );
     let r = c.call(FETCH, json!({"key": "brief"})).unwrap();
-    assert_eq!((&r["exists"], &r["value"]), (&json!(true), &json!("soon gone")), "{r}");
+    assert_eq!(
+        (&r["exists"], &r["value"]),
+        (&json!(true), &json!("soon gone")),
+        "{r}"
+    );
 
     // Read continuously: visible until its TTL, then absent, and never visible again (the
     // purge runs every few seconds; readers must not depend on it).
@@ -66,20 +77,35 @@ fn expired_keys_are_never_visible() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let gone_at = gone_at.expect("the key never expired");
-    assert!(gone_at + Duration::from_millis(50) >= ttl, "gone at {gone_at:?}, TTL {ttl:?}");
+    assert!(
+        gone_at + Duration::from_millis(50) >= ttl,
+        "gone at {gone_at:?}, TTL {ttl:?}"
+    );
 
     // Expired counts as absent everywhere: DELETE finds nothing, CAS on the old version
     // conflicts, a create-only write succeeds and starts again at version 1.
     let r = c.call(DELETE, json!({"key": "brief"})).unwrap();
-    assert_eq!((&r["success"], &r["deleted"]), (&json!(true), &json!(false)), "{r}");
+    assert_eq!(
+        (&r["success"], &r["deleted"]),
+        (&json!(true), &json!(false)),
+        "{r}"
+    );
     let r = c
         .call(STORE, json!({"key": "brief", "value": 2, "if_version": 1}))
         .unwrap();
-    assert_eq!((&r["success"], &r["code"]), (&json!(false), &json!("conflict")), "{r}");
+    assert_eq!(
+        (&r["success"], &r["code"]),
+        (&json!(false), &json!("conflict")),
+        "{r}"
+    );
     let r = c
         .call(STORE, json!({"key": "brief", "value": 3, "if_version": 0}))
         .unwrap();
-    assert_eq!((&r["success"], &r["version"]), (&json!(true), &json!(1)), "{r}");
+    assert_eq!(
+        (&r["success"], &r["version"]),
+        (&json!(true), &json!(1)),
+        "{r}"
+    );
     let r = c.call(FETCH, json!({"key": "brief"})).unwrap();
     assert_eq!((&r["value"], &r["version"]), (&json!(3), &json!(1)), "{r}");
 }
@@ -93,7 +119,10 @@ fn concurrent_cas_increments_lose_nothing() {
     let kernel = Kernel::start().unwrap();
     let mut op = JsonConn::open(&kernel).unwrap();
     let r = op
-        .call(STORE, json!({"key": "counter", "value": 0, "if_version": 0}))
+        .call(
+            STORE,
+            json!({"key": "counter", "value": 0, "if_version": 0}),
+        )
         .unwrap();
     assert_eq!(r["success"], true, "{r}");
 
@@ -138,22 +167,38 @@ fn replied_stores_survive_sigkill_and_ids_are_not_reused() {
     let mut c = JsonConn::open(&kernel).unwrap();
     max_id = max_id.max(c.id);
     let r = c
-        .call(STORE, json!({"key": "plain-session", "value": "s", "scope": "session"}))
+        .call(
+            STORE,
+            json!({"key": "plain-session", "value": "s", "scope": "session"}),
+        )
         .unwrap();
     assert_eq!(r["success"], true, "{r}");
     let r = c
-        .call(STORE, json!({"key": "plain-global", "value": "g", "scope": "global"}))
+        .call(
+            STORE,
+            json!({"key": "plain-global", "value": "g", "scope": "global"}),
+        )
         .unwrap();
     assert_eq!(r["success"], true, "{r}");
     // A global key overwritten by a session write is gone from disk too.
     let r = c
-        .call(STORE, json!({"key": "was-global", "value": 1, "scope": "global"}))
+        .call(
+            STORE,
+            json!({"key": "was-global", "value": 1, "scope": "global"}),
+        )
         .unwrap();
     assert_eq!(r["success"], true, "{r}");
     let r = c
-        .call(STORE, json!({"key": "was-global", "value": 2, "scope": "session"}))
+        .call(
+            STORE,
+            json!({"key": "was-global", "value": 2, "scope": "session"}),
+        )
         .unwrap();
-    assert_eq!((&r["success"], &r["version"]), (&json!(true), &json!(2)), "{r}");
+    assert_eq!(
+        (&r["success"], &r["version"]),
+        (&json!(true), &json!(2)),
+        "{r}"
+    );
     // 200 keys, each stored after the previous one replied; every 10th written twice.
     for i in 0..200 {
         let r = c
@@ -162,7 +207,10 @@ fn replied_stores_survive_sigkill_and_ids_are_not_reused() {
         assert_eq!(r["success"], true, "{r}");
         if i % 10 == 0 {
             let r = c
-                .call(STORE, json!({"key": format!("k{i:03}"), "value": {"i": i, "again": true}}))
+                .call(
+                    STORE,
+                    json!({"key": format!("k{i:03}"), "value": {"i": i, "again": true}}),
+                )
                 .unwrap();
             assert_eq!(r["version"], 2, "{r}");
         }
@@ -189,13 +237,24 @@ fn replied_stores_survive_sigkill_and_ids_are_not_reused() {
             (json!({"i": i}), json!(1))
         };
         assert_eq!(r["exists"], true, "{key} lost in the SIGKILL: {r}");
-        assert_eq!((&r["value"], &r["version"]), (&want.0, &want.1), "{key}: {r}");
+        assert_eq!(
+            (&r["value"], &r["version"]),
+            (&want.0, &want.1),
+            "{key}: {r}"
+        );
     }
     let r = c.call(FETCH, json!({"key": "plain-global"})).unwrap();
-    assert_eq!((&r["exists"], &r["value"]), (&json!(true), &json!("g")), "{r}");
+    assert_eq!(
+        (&r["exists"], &r["value"]),
+        (&json!(true), &json!("g")),
+        "{r}"
+    );
     for key in ["plain-session", "was-global"] {
         let r = c.call(FETCH, json!({"key": key})).unwrap();
-        assert_eq!(r["exists"], false, "session key {key} survived the restart: {r}");
+        assert_eq!(
+            r["exists"], false,
+            "session key {key} survived the restart: {r}"
+        );
     }
     let r = c.call(KEYS, json!({})).unwrap();
     assert_eq!(r["count"], 201, "{r}");
@@ -264,13 +323,22 @@ fn agent_scoped_keys_stay_private() {
     let done = wait_exit(&mut c, snoop.id, Duration::from_secs(30)).unwrap();
     let output = agent_output(&kernel, snoop.id).unwrap();
     assert_eq!(done.exit_code, Some(0), "{done:?}\n{output}");
-    let step = |n| plan_step(&kernel, snoop.id, n, Duration::from_secs(1)).unwrap()["reply"].clone();
+    let step =
+        |n| plan_step(&kernel, snoop.id, n, Duration::from_secs(1)).unwrap()["reply"].clone();
     let r = step(0);
-    assert_eq!((&r["success"], &r["exists"]), (&json!(true), &json!(false)), "{r}");
+    assert_eq!(
+        (&r["success"], &r["exists"]),
+        (&json!(true), &json!(false)),
+        "{r}"
+    );
     assert_eq!(step(1)["keys"], json!([]), "{output}");
     assert_eq!(step(2)["deleted"], false, "{output}");
     let r = step(3);
-    assert_eq!((&r["success"], &r["version"]), (&json!(true), &json!(1)), "{r}");
+    assert_eq!(
+        (&r["success"], &r["version"]),
+        (&json!(true), &json!(1)),
+        "{r}"
+    );
     assert_eq!(step(4)["value"], "b-own", "{output}");
 
     // Nor can an operator.
@@ -282,7 +350,9 @@ fn agent_scoped_keys_stay_private() {
     assert_eq!(r["deleted"], false, "{r}");
 
     // The keeper still has its own.
-    let r = op.call(SEND, json!({"to": keeper.id, "message": "go on"})).unwrap();
+    let r = op
+        .call(SEND, json!({"to": keeper.id, "message": "go on"}))
+        .unwrap();
     assert_eq!(r["success"], true, "{r}");
     let done = wait_exit(&mut c, keeper.id, Duration::from_secs(30)).unwrap();
     let output = agent_output(&kernel, keeper.id).unwrap();
@@ -300,13 +370,19 @@ fn agent_scoped_keys_stay_private() {
         .filter(|e| e["type"] == "STATE_CHANGED" && e["data"]["key"] == "secret")
         .collect();
     assert_eq!(changes.len(), 1, "{r}");
-    assert_eq!(changes[0]["data"]["by"].as_u64(), Some(u64::from(keeper.id)), "{r}");
+    assert_eq!(
+        changes[0]["data"]["by"].as_u64(),
+        Some(u64::from(keeper.id)),
+        "{r}"
+    );
     assert_eq!(changes[0]["data"]["scope"], "agent", "{r}");
     // The operator heard of neither agent-scoped change.
     let r = op.call(POLL_EVENTS, json!({"max": 100})).unwrap();
     assert_eq!(r["count"], 0, "an operator saw agent-scoped changes: {r}");
     // A global change reaches it.
-    let r = op.call(STORE, json!({"key": "public", "value": 1})).unwrap();
+    let r = op
+        .call(STORE, json!({"key": "public", "value": 1}))
+        .unwrap();
     assert_eq!(r["success"], true, "{r}");
     let r = op
         .call(POLL_EVENTS, json!({"max": 100, "wait_ms": 5000}))

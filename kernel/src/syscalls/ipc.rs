@@ -56,6 +56,11 @@ fn recipient(kernel: &Kernel, to: Option<AgentRef<'_>>) -> Result<u32, WireError
     }
 }
 
+/// Whether an id is a live agent, for [`crate::ipc::Ipc::send`]'s check at delivery.
+fn live_agent(kernel: &Kernel) -> impl Fn(u32) -> bool + Send + Sync + '_ {
+    |id| kernel.agents.get(id).is_some()
+}
+
 /// The caller as a message sender: its first registered name, else its agent name.
 fn sender(kernel: &Kernel, caller: &Caller) -> Sender {
     let name = kernel
@@ -127,6 +132,7 @@ pub async fn send(
             vec![req.message],
             payload_len,
             wait_of(req.timeout_ms),
+            &live_agent(kernel),
         )
         .await?;
     announce(kernel, &from, to, 1);
@@ -156,6 +162,7 @@ pub async fn send_batch(
             req.messages,
             payload_len,
             wait_of(req.timeout_ms),
+            &live_agent(kernel),
         )
         .await?;
     announce(kernel, &from, to, n);
@@ -207,7 +214,7 @@ pub async fn broadcast(
         let message = vec![Json(req.message.0.clone())];
         if kernel
             .ipc
-            .send(&from, to, message, payload_len, None)
+            .send(&from, to, message, payload_len, None, &live_agent(kernel))
             .await
             .is_ok()
         {
