@@ -55,6 +55,12 @@
 //! # }
 //! ```
 //!
+//! Agents cooperate through typed methods too: messages ([`Client::register`],
+//! [`Client::send_message`], [`Client::send_batch`], [`Client::recv_messages`],
+//! [`Client::broadcast`]), events ([`Client::subscribe`], [`Client::poll_events`],
+//! [`Client::emit`]) and the key-value store ([`Client::store`], [`Client::fetch`],
+//! [`Client::delete`], [`Client::keys`]).
+//!
 //! The async client has the same methods as `async fn`s:
 //!
 //! ```no_run
