@@ -42,7 +42,7 @@ fn gather(conn: &mut JsonConn, limit: Duration, pred: impl Fn(&[Value]) -> bool)
     all
 }
 
-fn of_agent<'a>(events: &'a [Value], id: u32) -> Vec<&'a Value> {
+fn of_agent(events: &[Value], id: u32) -> Vec<&Value> {
     events
         .iter()
         .filter(|e| e["data"]["agent_id"].as_u64() == Some(u64::from(id)))

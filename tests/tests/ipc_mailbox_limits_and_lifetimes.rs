@@ -280,11 +280,11 @@ fn agent_reachable_by_spawn_name_until_it_exits() {
     assert_eq!(r["success"], true, "{r}");
 }
 
-/// A name an operator registered cannot shadow an agent spawned later under that name: the
-/// agent's spawn name must reach the agent (or SPAWN must refuse the name), as REGISTER of a
-/// live agent's name is refused.
+/// A name an operator registered cannot shadow an agent spawned later under that name:
+/// spawn names and registered names are one namespace, so SPAWN refuses a registered name
+/// (as REGISTER refuses a live agent's). Once the name is released, the agent gets it, and
+/// SEND by that name reaches the agent.
 #[test]
-#[ignore = "kernel bug: a name registered before SPAWN shadows the agent's spawn name"]
 fn registered_name_does_not_shadow_a_later_agent() {
     if !agents_can_run("registered_name_does_not_shadow_a_later_agent") {
         return;
@@ -295,22 +295,36 @@ fn registered_name_does_not_shadow_a_later_agent() {
     let r = squatter.call(REGISTER, json!({"name": "worker"})).unwrap();
     assert_eq!(r["success"], true, "{r}");
     let plan = json!([{"op": RECV, "payload": {"max": 10, "wait_ms": 60000}}]);
-    let spawned = c.call(&plan_request("worker", &plan));
-    let Ok(agent) = spawned else {
-        // Refusing the name is a fine answer too.
-        return;
+    let refused = c.call(&plan_request("worker", &plan)).unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(&clove_abi::ErrorCode::AlreadyExists),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("registered"), "{refused}");
+
+    // The squatter leaves: its name goes with it, and the agent can have it.
+    let squatter_id = squatter.id;
+    drop(squatter);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let agent = loop {
+        match c.call(&plan_request("worker", &plan)) {
+            Ok(agent) => break agent,
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(e.code(), Some(&clove_abi::ErrorCode::AlreadyExists), "{e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("the name was not released after its owner closed: {e}"),
+        }
     };
     let mut op = JsonConn::open(&kernel).unwrap();
     let r = op
         .call(SEND, json!({"to_name": "worker", "message": "job"}))
         .unwrap();
-    let to = r["delivered_to"].as_u64();
     clove_tests::kill_agent(&mut c, agent.id).unwrap();
     assert_eq!(
-        to,
+        r["delivered_to"].as_u64(),
         Some(u64::from(agent.id)),
-        "SEND to the agent's spawn name went to the connection that registered it first \
-         ({}): {r}",
-        squatter.id
+        "SEND to the agent's spawn name did not reach the agent (the old owner was {squatter_id}): {r}"
     );
 }

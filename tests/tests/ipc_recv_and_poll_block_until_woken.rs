@@ -217,7 +217,6 @@ fn sigterm_ends_a_waiting_recv_and_the_kernel_promptly() {
 /// A client that closes its connection while its RECV waits is gone: its name and mailbox
 /// are released at once, not when the wait would have ended.
 #[test]
-#[ignore = "kernel bug: a connection closed during a RECV wait is released only when the wait ends"]
 fn closing_during_a_recv_wait_releases_the_connection() {
     const REGISTER: u8 = 0x23;
     let kernel = Kernel::start().unwrap();

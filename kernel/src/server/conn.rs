@@ -107,7 +107,21 @@ pub async fn serve(
         };
 
         let (codec, opcode) = (frame.codec, frame.opcode);
-        let resp = syscalls::handle(&kernel, &caller, frame).await;
+        let handling = syscalls::handle(&kernel, &caller, frame);
+        let resp = if syscalls::cancel_safe(opcode) {
+            // A request that only waits (RECV, POLL_EVENTS, WAIT, ...) is given up when the
+            // client goes away, so its names, mailbox and connection slot are released now,
+            // not when the wait runs out.
+            tokio::select! {
+                biased;
+                resp = handling => resp,
+                () = peer_gone(reader.get_ref()) => break "closed by peer during a wait",
+            }
+        } else {
+            // Anything else runs to its end: a KILL or SPAWN cut off halfway would leave an
+            // agent half-stopped or half-started.
+            handling.await
+        };
         if write_reply(&mut writer, &caller, codec, opcode, &resp)
             .await
             .is_err()
@@ -130,6 +144,17 @@ pub async fn serve(
         kernel.events.forget(caller.id);
     }
     tracing::debug!(conn = caller.id, "connection closed: {end}");
+}
+
+/// Resolves when the peer has closed its end (EOF or hang-up). If the peer sends more data
+/// instead (pipelined requests), that cannot be told apart from a close without reading it,
+/// so it never resolves: the request runs to its end as usual.
+async fn peer_gone(half: &tokio::net::unix::ReadHalf<'_>) {
+    match half.ready(tokio::io::Interest::READABLE).await {
+        Ok(ready) if ready.is_read_closed() => {}
+        Ok(_) => std::future::pending().await,
+        Err(_) => {}
+    }
 }
 
 async fn read_frame<R: tokio::io::AsyncRead + Unpin>(

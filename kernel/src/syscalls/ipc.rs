@@ -1,8 +1,10 @@
 //! REGISTER, SEND, SEND_BATCH, RECV, BROADCAST: thin handlers over [`crate::ipc`].
 //!
 //! Recipients are resolved here, where both the mailboxes and the agents table are in reach:
-//! an id must be a live agent or an open operator connection; a name is a registered one
-//! first, then a live agent's spawn name (agents are reachable by name without registering).
+//! an id must be a live agent or an open operator connection; a name is a live agent's spawn
+//! name (agents are reachable by name without registering), else a registered one. The two
+//! kinds of names share one namespace: REGISTER refuses a live agent's name, SPAWN a
+//! registered one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,10 +45,14 @@ fn recipient(kernel: &Kernel, to: Option<AgentRef<'_>>) -> Result<u32, WireError
                 ))
             }
         }
+        // A live agent's spawn name first: SPAWN refuses a registered name and REGISTER an
+        // agent's, but should both ever race, the agent keeps its name.
         Some(AgentRef::Name(name)) => kernel
-            .ipc
-            .registered(name)
-            .or_else(|| kernel.agents.find(AgentRef::Name(name)).ok().map(|a| a.id))
+            .agents
+            .find(AgentRef::Name(name))
+            .ok()
+            .map(|a| a.id)
+            .or_else(|| kernel.ipc.registered(name))
             .ok_or_else(|| {
                 WireError::new(
                     ErrorCode::NotFound,

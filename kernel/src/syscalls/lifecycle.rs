@@ -21,6 +21,14 @@ pub async fn spawn(
     caller: &Caller,
     req: SpawnRequest,
 ) -> Result<SpawnReply, WireError> {
+    // Spawn names and registered names are one namespace: SEND {to_name} must reach one
+    // caller, never the wrong one.
+    if let Some(owner) = kernel.ipc.registered(&req.name) {
+        return Err(WireError::new(
+            clove_abi::ErrorCode::AlreadyExists,
+            format!("name {:?} is registered by {owner}", req.name),
+        ));
+    }
     spawn::spawn(kernel, caller, req).await
 }
 

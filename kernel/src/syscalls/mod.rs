@@ -78,6 +78,27 @@ pub async fn handle(kernel: &Kernel, caller: &Caller, req: Request) -> Response 
     resp
 }
 
+/// Whether a request of this opcode may be dropped halfway when its client goes away: it
+/// only reads or waits, and whatever it changes, it changes in one step (a message is taken
+/// or delivered under one lock).
+pub fn cancel_safe(opcode: u8) -> bool {
+    matches!(
+        Opcode::from_u8(opcode),
+        Some(
+            Opcode::Recv
+                | Opcode::PollEvents
+                | Opcode::Wait
+                | Opcode::Logs
+                | Opcode::Send
+                | Opcode::SendBatch
+                | Opcode::Hello
+                | Opcode::List
+                | Opcode::Fetch
+                | Opcode::Keys
+        )
+    )
+}
+
 /// Runs the handler of one request.
 async fn dispatch(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
     let Some(op) = Opcode::from_u8(req.opcode) else {
