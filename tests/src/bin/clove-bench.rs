@@ -1,7 +1,8 @@
 //! `clove-bench`: whole-system figures for the Clove kernel, with a baseline measured in the
 //! same run (see DESIGN.md, "Tests and measurements").
 //!
-//! A run measures these parts (all by default; `clove-bench spawn kill` or `--only noop` picks):
+//! A run measures these parts (by default `noop`, `spawn`, `kill` and `idle`; `clove-bench
+//! spawn kill` or `--only noop,msgs` picks any of them):
 //! 1. `noop`: NOOP round-trip latency, one connection doing sequential request → reply round trips,
 //!    against the kernel (JSON frames, postcard frames) and against a bare frame echo server
 //!    (blocking std `UnixListener`, a thread per connection) started in-process: the physical
@@ -25,8 +26,15 @@
 //! 6. `idle`: `--idle-agents` sleeping sandboxed agents at once: time to spawn them all, the
 //!    kernel's RSS before and with them (per-agent cost), time to kill them all, and a check
 //!    that nothing is left.
+//! 7. `msgs`: messages per second between two callers (SEND one at a time, SEND_BATCH), and one
+//!    message's latency, against NOOP round trips per second (bench/coop.rs).
+//! 8. `state`: STORE and FETCH per second from one client and from `--conns` clients, against
+//!    `fdatasync` per second on the same file system and NOOP per second.
+//! 9. `events`: EMIT fan-out to `--subscribers` subscribers: events delivered per second and
+//!    the delay from EMIT to POLL_EVENTS.
 //!
-//! The agent parts need root (sandboxed agents); without it they are skipped and say why. Each
+//! Parts 7 to 9 are not in the default set (together they take about 70 s); name them. The
+//! agent parts need root (sandboxed agents); without it they are skipped and say why. Each
 //! part starts its own kernel on a temporary socket and state dir (see [`clove_tests::Kernel`]).
 //!
 //! Run it in release:
@@ -36,6 +44,7 @@ mod bench {
     pub mod affinity;
     pub mod agents;
     pub mod client;
+    pub mod coop;
     pub mod echo;
     pub mod epoll_echo;
     pub mod procfs;
@@ -61,6 +70,7 @@ use serde_json::json;
 use bench::affinity;
 use bench::agents::{self, AgentConfig, IdleResult, KillResult, SleepScript, SpawnResult};
 use bench::client::{Client, Pipelined};
+use bench::coop::{self, CoopConfig, EventsResult, MsgsResult, StateResult};
 use bench::echo::EchoServer;
 use bench::epoll_echo;
 use bench::procfs::{proc_status, ProcStatus};
@@ -85,17 +95,19 @@ const ORIGINAL_KILL_MS: f64 = 5_000.0;
 /// sandboxed /bin/true until its exit, against `unshare ... /bin/true`), `kill` (KILL of a
 /// sleeping sandboxed Python agent, against SIGTERM to a plain child) and `idle` (many idle
 /// sandboxed agents: spawn time, kernel memory per agent, kill time, nothing left). The agent
-/// parts need root. Build and run in release:
+/// parts need root. `msgs` (messages between two callers), `state` (STORE and FETCH per
+/// second) and `events` (EMIT fan-out to many subscribers) run only when named. Build and run
+/// in release:
 /// `cargo run --release -p clove-tests --bin clove-bench -- [PART...] [options]`. Progress goes
 /// to stderr; the results table (or, with --json, one JSON object) to stdout. Defaults take
 /// about 40 s for `noop` and about a minute for the agent parts.
 #[derive(Parser, Debug)]
 #[command(name = "clove-bench", version)]
 struct Args {
-    /// Parts to run [default: all]. `--only` does the same.
+    /// Parts to run [default: noop spawn kill idle]. `--only` does the same.
     #[arg(value_enum, value_name = "PART")]
     parts: Vec<Part>,
-    /// Parts to run, comma-separated [default: all].
+    /// Parts to run, comma-separated [default: noop,spawn,kill,idle].
     #[arg(long, value_enum, value_delimiter = ',', value_name = "PART,...")]
     only: Vec<Part>,
     /// Timed round trips per latency block (one block = one target, one connection)
@@ -122,14 +134,15 @@ struct Args {
     /// NOOP payload size in bytes (same for every target and codec).
     #[arg(long, value_name = "BYTES", default_value_t = 16)]
     payload: usize,
-    /// Client connections for the throughput runs.
+    /// Client connections for the throughput runs (NOOP, and the `state` part's
+    /// multi-client runs).
     #[arg(long, value_name = "N", default_value_t = 8)]
     conns: usize,
     /// Throughput: NOOPs per write per connection. 1 = sequential request → reply; above 1,
     /// each connection writes DEPTH frames at once, then reads the DEPTH replies.
     #[arg(long, value_name = "N", default_value_t = 1)]
     depth: usize,
-    /// Seconds per throughput run [default: 2; --quick: 0.5].
+    /// Seconds per throughput run, NOOP and `state` [default: 2; --quick: 0.5].
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
     /// Throughput rounds (each runs every target once, rotated); the median is reported
@@ -153,6 +166,26 @@ struct Args {
     /// idle: sleeping agents held at once [default: 500; --quick: 50].
     #[arg(long, value_name = "N")]
     idle_agents: Option<usize>,
+    /// msgs: messages per throughput run [default: 200000; --quick: 20000].
+    #[arg(long, value_name = "N")]
+    msgs: Option<usize>,
+    /// msgs: SEND_BATCH sizes to measure, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "N,...",
+        default_value = "64,256"
+    )]
+    msg_batch: Vec<usize>,
+    /// msgs: messages sent one at a time for the latency figure [default: 5000; --quick: 500].
+    #[arg(long, value_name = "N")]
+    latency_msgs: Option<usize>,
+    /// events: subscriber connections.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    subscribers: usize,
+    /// events: events emitted [default: 2000; --quick: 200].
+    #[arg(long, value_name = "N")]
+    events: Option<usize>,
     /// The Python interpreter the agent parts' kernels run agents with (their `--python`),
     /// also run by the KILL baseline [default: the kernel's default, python3].
     #[arg(long, value_name = "PROGRAM")]
@@ -185,14 +218,40 @@ enum Part {
     Kill,
     /// Many idle sandboxed agents at once (`--idle-agents`).
     Idle,
+    /// Messages per second between two callers, and one message's latency.
+    Msgs,
+    /// STORE and FETCH per second, one client and `--conns` clients.
+    State,
+    /// EMIT fan-out to `--subscribers` subscribers.
+    Events,
 }
 
 impl Part {
-    const ALL: [Part; 4] = [Part::Noop, Part::Spawn, Part::Kill, Part::Idle];
+    /// Every part, in the order they run: NOOP first, then the parts that start no agent,
+    /// then the agent parts.
+    const ALL: [Part; 7] = [
+        Part::Noop,
+        Part::Msgs,
+        Part::State,
+        Part::Events,
+        Part::Spawn,
+        Part::Kill,
+        Part::Idle,
+    ];
+    /// What a run without part arguments measures.
+    const DEFAULT: [Part; 4] = [Part::Noop, Part::Spawn, Part::Kill, Part::Idle];
+
+    /// Whether the part starts sandboxed agents (and so needs root).
+    fn needs_root(self) -> bool {
+        matches!(self, Part::Spawn | Part::Kill | Part::Idle)
+    }
 
     fn name(self) -> &'static str {
         match self {
             Part::Noop => "noop",
+            Part::Msgs => "msgs",
+            Part::State => "state",
+            Part::Events => "events",
             Part::Spawn => "spawn",
             Part::Kill => "kill",
             Part::Idle => "idle",
@@ -206,6 +265,7 @@ struct Config {
     /// The parts to run, in the order they run.
     parts: Vec<Part>,
     agents: AgentConfig,
+    coop: CoopConfig,
     /// Set by --agent-python: passed to the agent parts' kernels as `--python`.
     agent_python: Option<String>,
     iters: usize,
@@ -237,7 +297,13 @@ impl Config {
             // Always in the canonical order: NOOP first, on a machine with no agents yet.
             parts: Part::ALL
                 .into_iter()
-                .filter(|p| asked.is_empty() || asked.contains(p))
+                .filter(|p| {
+                    if asked.is_empty() {
+                        Part::DEFAULT.contains(p)
+                    } else {
+                        asked.contains(p)
+                    }
+                })
                 .collect(),
             agents: AgentConfig {
                 spawn_runs: pick(a.spawn_runs, 150, 20),
@@ -248,6 +314,16 @@ impl Config {
                     .agent_python
                     .clone()
                     .unwrap_or_else(|| clove_abi::msg::DEFAULT_PYTHON.to_owned()),
+            },
+            coop: CoopConfig {
+                msgs: pick(a.msgs, 200_000, 20_000),
+                batches: a.msg_batch.clone(),
+                latency_msgs: pick(a.latency_msgs, 5_000, 500),
+                noop_iters: pick(a.iters, 20_000, 2_000),
+                duration: Duration::from_secs_f64(secs),
+                clients: a.conns,
+                subscribers: a.subscribers,
+                events: pick(a.events, 2_000, 200),
             },
             agent_python: a.agent_python.clone(),
             iters: pick(a.iters, 20_000, 2_000),
@@ -277,6 +353,13 @@ impl Config {
         }
         if c.iters == 0 || c.rounds == 0 || c.conns == 0 || c.depth == 0 || c.tp_rounds == 0 {
             bail!("--iters, --rounds, --conns, --depth and --tp-rounds must be at least 1");
+        }
+        let k = &c.coop;
+        if k.msgs == 0 || k.latency_msgs == 0 || k.subscribers == 0 || k.events == 0 {
+            bail!("--msgs, --latency-msgs, --subscribers and --events must be at least 1");
+        }
+        if k.batches.iter().any(|&b| b == 0 || b > 1024) {
+            bail!("--msg-batch sizes must be 1 to 1024 (the default mailbox holds 1024)");
         }
         let g = &c.agents;
         if g.spawn_runs == 0 || g.kill_runs == 0 || g.idle_agents == 0 {
@@ -343,6 +426,7 @@ fn main() -> Result<()> {
     } else {
         None
     };
+    let coop = run_coop_parts(&cfg, &run)?;
     let mut agents = run_agent_parts(&cfg, &run)?;
     agents.skipped = skipped;
 
@@ -350,6 +434,7 @@ fn main() -> Result<()> {
         profile,
         cfg,
         noop,
+        coop,
         agents,
         elapsed: started.elapsed(),
         load_at_start,
@@ -392,6 +477,39 @@ fn run_noop(cfg: &Config, fd_limit: u64) -> Result<NoopResults> {
     })
 }
 
+/// Results of the parts that start no agent besides `noop`; a part not asked for is `None`.
+#[derive(Default)]
+struct CoopResults {
+    msgs: Option<MsgsResult>,
+    state: Option<StateResult>,
+    events: Option<EventsResult>,
+}
+
+/// `msgs`, `state` and `events` among `run`, each on a fresh kernel.
+fn run_coop_parts(cfg: &Config, run: &[Part]) -> Result<CoopResults> {
+    let mut out = CoopResults::default();
+    for &part in run {
+        if !matches!(part, Part::Msgs | Part::State | Part::Events) {
+            continue;
+        }
+        let kernel = start_kernel(cfg, None).with_context(|| format!("{}: start", part.name()))?;
+        let k = &cfg.coop;
+        match part {
+            Part::Msgs => {
+                out.msgs = Some(coop::measure_msgs(&kernel, k).context("msgs measurement")?);
+            }
+            Part::State => {
+                out.state = Some(coop::measure_state(&kernel, k).context("state measurement")?);
+            }
+            Part::Events => {
+                out.events = Some(coop::measure_events(&kernel, k).context("events measurement")?);
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 /// Results of the agent parts; a part not asked for is `None` and not in `skipped`.
 #[derive(Default)]
 struct AgentResults {
@@ -408,7 +526,7 @@ fn skipped_parts(cfg: &Config) -> Vec<(Part, String)> {
         .parts
         .iter()
         .copied()
-        .filter(|&p| p != Part::Noop)
+        .filter(|p| p.needs_root())
         .collect();
     let euid = nix::unistd::geteuid();
     if agent_parts.is_empty() || euid.is_root() {
@@ -432,7 +550,7 @@ fn skipped_parts(cfg: &Config) -> Vec<(Part, String)> {
 /// The agent parts among `run`, each on a fresh kernel.
 fn run_agent_parts(cfg: &Config, run: &[Part]) -> Result<AgentResults> {
     let mut out = AgentResults::default();
-    let parts: Vec<Part> = run.iter().copied().filter(|&p| p != Part::Noop).collect();
+    let parts: Vec<Part> = run.iter().copied().filter(|p| p.needs_root()).collect();
     if parts.is_empty() {
         return Ok(out);
     }
@@ -455,7 +573,7 @@ fn run_agent_parts(cfg: &Config, run: &[Part]) -> Result<AgentResults> {
                         .context("idle agents measurement")?,
                 );
             }
-            Part::Noop => {}
+            _ => {}
         }
     }
     Ok(out)
@@ -889,6 +1007,7 @@ struct Report {
     profile: &'static str,
     cfg: Config,
     noop: Option<NoopResults>,
+    coop: CoopResults,
     agents: AgentResults,
     elapsed: Duration,
     /// /proc/loadavg's 1, 5 and 15 minute figures when the run started: other work on the
@@ -1255,6 +1374,15 @@ impl Report {
         if let Some(n) = self.noop() {
             n.print_table();
         }
+        if let Some(m) = &self.coop.msgs {
+            coop::print_msgs(m);
+        }
+        if let Some(s) = &self.coop.state {
+            coop::print_state(s);
+        }
+        if let Some(e) = &self.coop.events {
+            coop::print_events(e);
+        }
         let a = &self.agents;
         if let Some(s) = &a.spawn {
             print_spawn(s);
@@ -1311,6 +1439,12 @@ impl Report {
                 "kill_runs": g.kill_runs,
                 "idle_agents": g.idle_agents,
                 "agent_python": g.python,
+                "msgs": c.coop.msgs,
+                "msg_batches": c.coop.batches,
+                "latency_msgs": c.coop.latency_msgs,
+                "noop_iters_msgs_baseline": c.coop.noop_iters,
+                "subscribers": c.coop.subscribers,
+                "events": c.coop.events,
                 "kernel_args": c.kernel_args,
                 "kernel_env":
                     c.kernel_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
@@ -1318,6 +1452,15 @@ impl Report {
         );
         if let Some(serde_json::Value::Object(noop)) = self.noop().map(|n| n.to_json()) {
             out.extend(noop);
+        }
+        if let Some(m) = &self.coop.msgs {
+            out.insert("msgs".into(), coop::msgs_json(m));
+        }
+        if let Some(s) = &self.coop.state {
+            out.insert("state".into(), coop::state_json(s));
+        }
+        if let Some(e) = &self.coop.events {
+            out.insert("events".into(), coop::events_json(e));
         }
         let a = &self.agents;
         if let Some(s) = &a.spawn {
@@ -1675,4 +1818,27 @@ fn os_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "?".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(argv: &[&str]) -> Vec<Part> {
+        let args = Args::parse_from(std::iter::once("clove-bench").chain(argv.iter().copied()));
+        Config::from(&args).unwrap().parts
+    }
+
+    #[test]
+    fn the_default_run_is_unchanged_and_named_parts_run_in_canonical_order() {
+        assert_eq!(parts(&[]), Part::DEFAULT.to_vec());
+        assert_eq!(parts(&["events", "noop"]), vec![Part::Noop, Part::Events]);
+        assert_eq!(
+            parts(&["--only", "idle,state,msgs"]),
+            vec![Part::Msgs, Part::State, Part::Idle]
+        );
+        assert!(Part::ALL
+            .iter()
+            .all(|p| p.needs_root() == Part::DEFAULT[1..].contains(p)));
+    }
 }
