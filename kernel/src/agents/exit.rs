@@ -43,6 +43,12 @@ pub fn watch(agents: Arc<Agents>, agent: Arc<Agent>, report: Option<OwnedFd>) {
             name: agent.name.clone(),
             reason,
         });
+        // The sandbox's mounts go last, now that nobody waits for them: closing the
+        // namespace unmounts them all (and waits for an RCU grace period) on this thread.
+        let mount_ns = super::lock(&agent.mount_ns).take();
+        if let Some(ns) = mount_ns {
+            let _ = tokio::task::spawn_blocking(move || drop(ns)).await;
+        }
     });
 }
 
@@ -106,11 +112,19 @@ async fn cleanup(agent: &Arc<Agent>) {
     let a = Arc::clone(agent);
     let _ = tokio::task::spawn_blocking(move || {
         if let Some(cg) = &a.cgroup {
-            if let Err(e) = cg.kill_all(nix::sys::signal::Signal::SIGKILL) {
-                tracing::warn!(agent = a.id, "kill what is left of the agent: {e}");
-            }
-            if let Err(e) = cg.remove() {
+            // Usually nothing is left (init's exit took its pid namespace along): then
+            // removing the directories is all there is to do. Otherwise, kill and remove.
+            let removed = cg.remove_if_empty().unwrap_or_else(|e| {
                 tracing::warn!(agent = a.id, "remove the agent's cgroup: {e}");
+                false
+            });
+            if !removed {
+                if let Err(e) = cg.kill_all(nix::sys::signal::Signal::SIGKILL) {
+                    tracing::warn!(agent = a.id, "kill what is left of the agent: {e}");
+                }
+                if let Err(e) = cg.remove() {
+                    tracing::warn!(agent = a.id, "remove the agent's cgroup: {e}");
+                }
             }
         }
         let _ = std::fs::remove_file(a.dir.join("clove.sock"));

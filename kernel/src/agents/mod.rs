@@ -141,6 +141,9 @@ pub struct Agent {
     pub log: Arc<logs::AgentLog>,
     /// Held while the agent should live: dropping it makes a sandbox's init kill everything.
     pub lifeline: Mutex<Option<OwnedFd>>,
+    /// Its sandbox's mount namespace, held so that its teardown happens after its exit was
+    /// reported rather than in init's exit (see `launch::Started::mount_ns`).
+    pub mount_ns: Mutex<Option<OwnedFd>>,
     /// Stops the accept loop of its socket.
     pub socket_stop: CancellationToken,
     /// Its state (RUNNING, PAUSED, STOPPING).

@@ -2,9 +2,10 @@
 //! through the launcher, and register it.
 //!
 //! The order matters. The name is reserved first (two concurrent SPAWNs of one name: one
-//! wins). The cgroup exists before the process does, and the process is placed in it before it
-//! runs anything (the launcher holds it until `release`), so no agent code ever runs outside
-//! its limits. Every failure undoes what was done, so a failed SPAWN leaves nothing behind.
+//! wins). The cgroup is made while the launcher clones the process, and the process is placed
+//! in it before it runs anything of the agent (init sets up the sandbox meanwhile, but forks
+//! the agent only after `release`), so no agent code ever runs outside its limits. Every
+//! failure undoes what was done, so a failed SPAWN leaves nothing behind.
 
 use std::fs;
 use std::os::fd::OwnedFd;
@@ -139,57 +140,76 @@ pub async fn spawn(
         copy_script(&script, copy, uid, gid)?;
     }
 
-    // The cgroup, nested under the spawning agent's.
     let t_prepared = t0.elapsed();
-    let (cgroup, mut not_applied) = match &agents.host.cgroups {
-        Some(cgroups) => {
-            let parent_cg = parent.as_ref().and_then(|p| p.cgroup.as_ref());
-            let (cg, missing) = cgroups
-                .create(parent_cg, &format!("agent-{id}"), &cgroup_limits(&limits))
-                .map_err(|e| internal(format!("spawn {}: {e}", req.name)))?;
-            (Some(cg), missing.into_iter().map(String::from).collect())
-        }
-        None => (None, vec!["memory".into(), "cpu".into(), "pids".into()]),
-    };
-    undo.cgroup = cgroup.clone();
-    if limits.disk.is_some() && undo.work_mount.is_none() {
-        not_applied.push("disk".into());
-    }
-
     let root = agents.host.root;
-    if !root && !req.network {
-        not_applied.push("net_namespace".into());
-    }
     let spec = launch_spec(&req, sandboxed, root, &plan, &new_root, uid, gid, log_write)?;
     let launcher = agents.host.launcher.clone();
+    // The clone starts now and the cgroup is made meanwhile: nothing of the agent runs
+    // before `release`, which comes after the placement below, and init's own setup (its
+    // exec, the root file system) takes longer than making the cgroup.
+    let cloning = tokio::task::spawn_blocking(move || launcher.spawn(spec));
+
+    // The cgroup, nested under the spawning agent's.
+    let made = match &agents.host.cgroups {
+        Some(cgroups) => {
+            let parent_cg = parent.as_ref().and_then(|p| p.cgroup.as_ref());
+            cgroups
+                .create(parent_cg, &format!("agent-{id}"), &cgroup_limits(&limits))
+                .map(|(cg, missing)| {
+                    let missing: Vec<String> = missing.into_iter().map(String::from).collect();
+                    (Some(cg), missing)
+                })
+                .map_err(|e| internal(format!("spawn {}: {e}", req.name)))
+        }
+        None => Ok((None, vec!["memory".into(), "cpu".into(), "pids".into()])),
+    };
+    if let Ok((cg, _)) = &made {
+        undo.cgroup = cg.clone();
+    }
     let t_cgroup = t0.elapsed();
-    let pending = tokio::task::spawn_blocking(move || launcher.spawn(spec))
+    let pending = cloning
         .await
         .map_err(internal)?
         .map_err(|e| internal(format!("spawn {}: {e}", req.name)))?;
-    if let Some(cg) = &cgroup {
-        let t_cloned = t0.elapsed();
-        let placed = cg.add_pid(pending.pid as u32);
-        tracing::debug!(
-            agent = id,
-            "spawn timing: prepared {t_prepared:?}, cgroup made {t_cgroup:?}, cloned {t_cloned:?}, placed {:?}",
-            t0.elapsed()
-        );
-        if let Err(e) = placed {
+    let (cgroup, mut not_applied) = match made {
+        Ok(made) => made,
+        Err(e) => {
             let _ = tokio::task::spawn_blocking(move || pending.abort()).await;
-            return Err(internal(format!("spawn {}: {e}", req.name)));
+            return Err(e);
         }
+    };
+    if limits.disk.is_some() && undo.work_mount.is_none() {
+        not_applied.push("disk".into());
+    }
+    if !root && !req.network {
+        not_applied.push("net_namespace".into());
     }
     // The write ends now live in the child (and in the launcher until it is done).
     log.pump(log_read);
-    let t_placed = t0.elapsed();
-    let started = tokio::task::spawn_blocking(move || pending.release())
-        .await
-        .map_err(internal)?
-        .map_err(|e| WireError::new(ErrorCode::Internal, format!("spawn {}: {e}", req.name)))?;
+    let t_cloned = t0.elapsed();
+    // Placement, then release, on one blocking thread: both block (cgroupfs writes, then the
+    // wait for init's report), and one hop there and back is cheaper than two.
+    let place = cgroup.clone();
+    let (started, t_placed) = tokio::task::spawn_blocking(move || {
+        if let Some(cg) = &place {
+            if let Err(e) = cg.add_pid(pending.pid as u32) {
+                pending.abort();
+                return Err(e.to_string());
+            }
+        }
+        let t_placed = t0.elapsed();
+        pending
+            .release()
+            .map(|started| (started, t_placed))
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(internal)?
+    .map_err(|e| internal(format!("spawn {}: {e}", req.name)))?;
     tracing::debug!(
         agent = id,
-        "spawn timing: placed {t_placed:?}, agent exec'd {:?}",
+        "spawn timing: prepared {t_prepared:?}, cgroup made {t_cgroup:?} (while cloning), \
+         cloned {t_cloned:?}, placed {t_placed:?}, agent exec'd {:?}",
         t0.elapsed()
     );
 
@@ -241,6 +261,7 @@ pub async fn spawn(
                 .collect()
         }),
         lifeline: std::sync::Mutex::new(started.lifeline),
+        mount_ns: std::sync::Mutex::new(started.mount_ns),
         log,
         socket_stop: socket_stop.clone(),
         state: std::sync::Mutex::new(AgentState::Running),

@@ -5,14 +5,15 @@
 //! that exec this is an ordinary single-threaded process, so unlike the clone child it may
 //! allocate, fork and run the privileges code freely.
 //!
-//! It owns the inside of the launch: it reads its [`ProcessSpec`], waits for the kernel's
-//! go byte (the kernel has put it into the agent's cgroups by then), enters a cgroup
-//! namespace rooted at that cgroup, sets the hostname, builds the root ([`mounts`]), brings
-//! loopback up ([`net`]), and forks the agent, which locks itself down and execs. It then
-//! stays PID 1: it forwards the usual termination signals to the agent, reaps every zombie
-//! (orphans reparent to it), and when the agent exits it relays the agent's wait status to
-//! the kernel and exits with the same code (or 128 + signal). If the kernel's end of the
-//! lifeline closes, the kernel died: it kills everything and exits.
+//! It owns the inside of the launch: it reads its [`ProcessSpec`], sets the hostname, builds
+//! the root ([`mounts`]) and brings loopback up ([`net`]) while the kernel places it into the
+//! agent's cgroups (none of that runs agent code), then waits for the kernel's go byte (the
+//! placement is done by then), enters a cgroup namespace rooted at that cgroup, and forks the
+//! agent, which locks itself down and execs. It then stays PID 1: it forwards the usual
+//! termination signals to the agent, reaps every zombie (orphans reparent to it), and when
+//! the agent exits it relays the agent's wait status to the kernel and exits with the same
+//! code (or 128 + signal). If the kernel's end of the lifeline closes, the kernel died: it
+//! kills everything and exits.
 //!
 //! Descriptors, as the launcher lays them out: 0 `/dev/null`, 1 and 2 the agent's output,
 //! then [`LIFELINE_FD`], [`STATUS_FD`], [`SPEC_FD`], [`REPORT_FD`].
@@ -205,24 +206,37 @@ fn setup(fds: &Fds) -> Result<Agent, String> {
     // SAFETY: setting SIG_IGN installs no handler code.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 
-    let mut json = Vec::new();
-    (&fds.spec)
-        .read_to_end(&mut json)
-        .map_err(|e| format!("read the spec: {}", os_text(&e)))?;
-    let spec: ProcessSpec =
-        serde_json::from_slice(&json).map_err(|e| format!("parse the spec: {e}"))?;
+    // Everything that needs no cgroup placement happens while the kernel places us: the
+    // root, the hostname, loopback. None of it runs agent code, and the little memory it
+    // takes (the root's mount points and small files) is the kernel's to account for.
+    let prepared = prepare(fds);
 
-    // The go byte: the kernel has placed us into the agent's cgroups.
+    // The go byte: the kernel has placed us into the agent's cgroups. A failure above is
+    // reported only now, so the kernel, which reads the status after the go byte, gets it
+    // as the spawn error, exactly as if it had happened after placement.
     let mut byte = [0u8; 1];
     match (&fds.lifeline).read(&mut byte) {
         Ok(1) => {}
         // The kernel aborted the launch or died; nobody is listening.
         _ => std::process::exit(1),
     }
+    let spec = prepared?;
 
     // Now the current cgroup is the agent's: make it the root of what the agent sees.
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .map_err(|e| format!("unshare the cgroup namespace: {}", os_text(&e.into())))?;
+    spawn_agent(&spec)
+}
+
+/// Reads the spec and builds the sandbox around init: hostname, root file system (pivoted
+/// into), loopback. Runs before the go byte, so it must not start anything of the agent.
+fn prepare(fds: &Fds) -> Result<ProcessSpec, String> {
+    let mut json = Vec::new();
+    (&fds.spec)
+        .read_to_end(&mut json)
+        .map_err(|e| format!("read the spec: {}", os_text(&e)))?;
+    let spec: ProcessSpec =
+        serde_json::from_slice(&json).map_err(|e| format!("parse the spec: {e}"))?;
     nix::unistd::sethostname(&spec.hostname)
         .map_err(|e| format!("sethostname {}: {}", spec.hostname, os_text(&e.into())))?;
     let plan = spec
@@ -234,7 +248,7 @@ fn setup(fds: &Fds) -> Result<Agent, String> {
         super::net::loopback_up()
             .map_err(|e| format!("bring loopback up: {}", os_text(&e.into())))?;
     }
-    spawn_agent(&spec)
+    Ok(spec)
 }
 
 /// Forks the agent and waits until it exec'd or reported why it could not.

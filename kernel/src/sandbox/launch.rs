@@ -10,14 +10,18 @@
 //! 1. [`Launcher::spawn`] sends the spec to the one launcher thread, which prepares every
 //!    buffer, then calls `clone` with `CLONE_PIDFD` and the namespace flags. All clones
 //!    happen on that thread because `PR_SET_PDEATHSIG` fires when the *thread* that forked
-//!    exits, so it must outlive every agent: it never exits.
+//!    exits, so it must outlive every agent: it never exits. A sandboxed child shares our
+//!    memory until its exec (`CLONE_VM | CLONE_VFORK`, see [`clone_vfork`]), and joins a
+//!    network namespace made ahead of time ([`NetnsPool`](super::net::NetnsPool)) rather
+//!    than creating one in the clone.
 //! 2. The child does only async-signal-safe work (the kernel is multi-threaded and another
 //!    thread may hold the allocator's lock): it moves its descriptors to fixed numbers, sets
 //!    `PR_SET_PDEATHSIG`, resets its signal state, then either execs the kernel binary in
 //!    init mode (sandboxed) or waits for the go byte and execs the program (not sandboxed).
 //! 3. The caller puts [`Pending::pid`] into the agent's cgroups, then
 //!    [`Pending::release`] sends the go byte: nothing of the agent runs before it is
-//!    inside its limits. Release waits (bounded) for init to report that the agent was
+//!    inside its limits (init builds the sandbox meanwhile, but forks the agent only after
+//!    the go byte). Release waits (bounded) for init to report that the agent was
 //!    exec'd, or for the setup error, which becomes the spawn error.
 //! 4. The caller watches [`Started::pidfd`]; once readable, [`reap`] collects the exit.
 //!    Init relays the agent's own wait status through the report pipe, so `exit(137)` and
@@ -207,13 +211,15 @@ impl Launcher {
             source,
         })?;
         let exe = OwnedFd::from(exe);
+        // Without it (the thread could not start) every clone makes its own namespace.
+        let netns = super::net::NetnsPool::start().ok();
         let (requests, rx) = mpsc::channel::<Request>();
         std::thread::Builder::new()
             .name("clove-launcher".into())
             .spawn(move || {
                 while let Ok(Request { spec, reply }) = rx.recv() {
                     // A caller that gave up drops the Pending, which kills and reaps it.
-                    let _ = reply.send(launch(&exe, spec));
+                    let _ = reply.send(launch(&exe, netns.as_deref(), spec));
                 }
                 // Every child's PR_SET_PDEATHSIG is tied to this thread: it lives as long
                 // as the process, even with no Launcher handle left.
@@ -253,6 +259,7 @@ struct PendingFds {
     status: OwnedFd,
     report: Option<OwnedFd>,
     sandboxed: bool,
+    mount_ns: Option<OwnedFd>,
     program: String,
     cwd: PathBuf,
 }
@@ -273,6 +280,11 @@ pub struct Started {
     /// dropped or the kernel died, init kills the whole sandbox and exits. Keep it for the
     /// agent's lifetime.
     pub lifeline: Option<OwnedFd>,
+    /// The sandbox's mount namespace (sandboxed only; `None` if it could not be opened).
+    /// Holding it keeps the namespace's teardown (unmounting its ~35 mounts, an RCU grace
+    /// period) out of init's exit, which the caller waits for: drop it after the exit has
+    /// been reported. Nothing enters the namespace through it.
+    pub mount_ns: Option<OwnedFd>,
 }
 
 impl Pending {
@@ -295,6 +307,7 @@ impl Pending {
                 report: fds.report,
                 applied,
                 lifeline: fds.sandboxed.then_some(fds.lifeline),
+                mount_ns: fds.mount_ns,
             }),
             Err(e) => {
                 kill_and_reap(&fds.pidfd);
@@ -349,6 +362,7 @@ impl PendingFds {
         match step {
             STEP_LOOPBACK => format!("bring loopback up: {cause}"),
             STEP_CHDIR => format!("chdir {}: {cause}", self.cwd.display()),
+            STEP_NETNS => format!("join the network namespace: {cause}"),
             STEP_EXEC if self.sandboxed => format!("exec the kernel binary as init: {cause}"),
             STEP_EXEC => format!("exec {}: {cause}", self.program),
             _ => format!("setup step {step}: {cause}"),
@@ -500,6 +514,7 @@ fn exit_text(pidfd: &OwnedFd) -> String {
 const STEP_LOOPBACK: u8 = b'l';
 const STEP_CHDIR: u8 = b'c';
 const STEP_EXEC: u8 = b'e';
+const STEP_NETNS: u8 = b'n';
 
 fn decode_child_failure(message: &[u8]) -> Option<(u8, i32)> {
     match message {
@@ -526,6 +541,8 @@ struct ChildPlan {
     cwd: *const libc::c_char,
     sandboxed: bool,
     loopback: bool,
+    /// A network namespace to join (`setns`) rather than one from the clone; -1 for none.
+    netns: RawFd,
 }
 
 /// NUL-terminated strings and the pointer array over them; the strings must stay alive as
@@ -621,7 +638,11 @@ fn spec_memfd(spec: &ProcessSpec) -> Result<OwnedFd, LaunchError> {
 }
 
 /// The launcher thread's part: prepare, clone, hand back the pending child.
-fn launch(exe: &OwnedFd, spec: LaunchSpec) -> Result<Pending, LaunchError> {
+fn launch(
+    exe: &OwnedFd,
+    netns_pool: Option<&super::net::NetnsPool>,
+    spec: LaunchSpec,
+) -> Result<Pending, LaunchError> {
     let LaunchSpec {
         process,
         stdout,
@@ -696,6 +717,7 @@ fn launch(exe: &OwnedFd, spec: LaunchSpec) -> Result<Pending, LaunchError> {
             cwd: std::ptr::null(),
             sandboxed: true,
             loopback: false,
+            netns: -1,
         }
     } else {
         ChildPlan {
@@ -710,30 +732,48 @@ fn launch(exe: &OwnedFd, spec: LaunchSpec) -> Result<Pending, LaunchError> {
             cwd: cwd.as_ptr(),
             sandboxed: false,
             loopback: !process.network,
+            netns: -1,
         }
     };
+    // A private network namespace: the one made ahead of time if ready, else a new one.
+    let mut netns = None;
     if !process.network {
-        flags |= libc::CLONE_NEWNET;
+        match netns_pool.and_then(super::net::NetnsPool::take) {
+            Some(fd) => netns = Some(high_dup(fd.as_fd(), "network namespace")?),
+            None => flags |= libc::CLONE_NEWNET,
+        }
     }
+    let plan = ChildPlan {
+        netns: netns.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+        ..plan
+    };
 
     let mut pidfd: libc::c_int = -1;
-    // SAFETY: a fork-like clone (no CLONE_VM, stack 0 = a copy-on-write copy of ours). The
-    // child runs only `child_main`, which makes async-signal-safe calls on memory prepared
-    // above and never returns. `pidfd` receives the CLOEXEC pidfd (CLONE_PIDFD).
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::CLONE_PIDFD | libc::SIGCHLD) as libc::c_ulong,
-            0 as libc::c_ulong,
-            &mut pidfd as *mut libc::c_int,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
+    let rc = if process.sandboxed {
+        // Init execs right away: share our memory until then instead of copying it.
+        clone_vfork(flags, &plan, &mut pidfd)
+    } else {
+        // SAFETY: a fork-like clone (no CLONE_VM, stack 0 = a copy-on-write copy of ours).
+        // The child runs only `child_main`, which makes async-signal-safe calls on memory
+        // prepared above and never returns. `pidfd` receives the CLOEXEC pidfd
+        // (CLONE_PIDFD). This child waits for its go byte before it execs, so it cannot
+        // borrow our memory the way `clone_vfork` does.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (flags | libc::CLONE_PIDFD | libc::SIGCHLD) as libc::c_ulong,
+                0 as libc::c_ulong,
+                &mut pidfd as *mut libc::c_int,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        };
+        if rc == 0 {
+            // SAFETY: we are the child of the clone above; see `child_main`.
+            unsafe { child_main(&plan) }
+        }
+        rc
     };
-    if rc == 0 {
-        // SAFETY: we are the child of the clone above; see `child_main`.
-        unsafe { child_main(&plan) }
-    }
     if rc < 0 {
         let what = if process.sandboxed || !process.network {
             "clone into new namespaces"
@@ -744,7 +784,13 @@ fn launch(exe: &OwnedFd, spec: LaunchSpec) -> Result<Pending, LaunchError> {
     }
     // SAFETY: CLONE_PIDFD stored a fresh pidfd that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    drop((stdin, stdout, stderr, life_r, status_w, child_side));
+    drop((stdin, stdout, stderr, life_r, status_w, child_side, netns));
+    // Init has exec'd (CLONE_VFORK) and cannot be reaped before we say so: its pid is its.
+    let mount_ns = process
+        .sandboxed
+        .then(|| std::fs::File::open(format!("/proc/{rc}/ns/mnt")).ok())
+        .flatten()
+        .map(OwnedFd::from);
     Ok(Pending {
         pid: rc as i32,
         fds: Some(PendingFds {
@@ -753,10 +799,72 @@ fn launch(exe: &OwnedFd, spec: LaunchSpec) -> Result<Pending, LaunchError> {
             status: status_r,
             report: report_r,
             sandboxed: process.sandboxed,
+            mount_ns,
             program,
             cwd: cwd_path,
         }),
     })
+}
+
+/// Stack of the [`clone_vfork`] child: `child_main` and the system calls it makes need a
+/// few KiB; the rest is margin (untouched pages cost nothing).
+const VFORK_STACK: usize = 256 << 10;
+
+/// Clones with `CLONE_VM | CLONE_VFORK`, the way `posix_spawn` does: the child runs on its
+/// own stack in our address space until its exec, and this thread waits until then. It
+/// saves copying the kernel's page tables at the clone and tearing the copy down at the
+/// exec; for a child that execs right away that copy is pure overhead. Returns the child's
+/// pid, or -1 with `errno` set.
+///
+/// Every signal is blocked around the clone: a handler of the kernel's (tokio's signal
+/// driver) must never run in the child, where it would write into our memory. The child
+/// resets every disposition to the default before it unblocks (`reset_signals`).
+fn clone_vfork(flags: libc::c_int, plan: &ChildPlan, pidfd: &mut libc::c_int) -> libc::c_long {
+    let mut stack = vec![0u8; VFORK_STACK];
+    // SAFETY: an offset of exactly the allocation's length: one past its end, allowed.
+    let top = unsafe { stack.as_mut_ptr().add(VFORK_STACK) };
+    // x86_64 and aarch64 want a 16-byte aligned stack pointer.
+    let top = ((top as usize) & !15) as *mut libc::c_void;
+    // SAFETY: sigset_t is plain old data; sigfillset and pthread_sigmask only write into
+    // the sets we own, and change only this thread's mask.
+    let old = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        old
+    };
+    // SAFETY: glibc's clone(3) runs `vfork_child_entry` on `top`, inside the allocation
+    // above, which outlives the child's use of it: with CLONE_VFORK this call returns only
+    // once the child exec'd or exited. The child reads `plan` (alive for this whole call)
+    // and makes only async-signal-safe calls (see `child_main`); it writes nothing of ours
+    // but its stack and `errno`. CLONE_PIDFD stores the pidfd through `pidfd`.
+    let rc = unsafe {
+        libc::clone(
+            vfork_child_entry,
+            top,
+            flags | libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+            (plan as *const ChildPlan).cast_mut().cast(),
+            pidfd as *mut libc::c_int,
+        )
+    };
+    let err = io::Error::last_os_error();
+    // SAFETY: restores this thread's own mask from a set we own.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    drop(stack);
+    if rc < 0 {
+        // Restore the clone's errno, which the mask call may have changed.
+        // SAFETY: errno is this thread's.
+        unsafe { *libc::__errno_location() = err.raw_os_error().unwrap_or(libc::EINVAL) };
+    }
+    libc::c_long::from(rc)
+}
+
+/// The entry point glibc's `clone` calls in the [`clone_vfork`] child.
+extern "C" fn vfork_child_entry(plan: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `plan` is the `&ChildPlan` that `clone_vfork` passed, alive until the child
+    // exec'd (CLONE_VFORK); we are that clone's child.
+    unsafe { child_main(&*plan.cast_const().cast::<ChildPlan>()) }
 }
 
 /// The clone child. Async-signal-safe calls only: the parent is multi-threaded and its
@@ -777,6 +885,11 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
         }
         for &fd in plan.cloexec.iter().take(plan.n_cloexec) {
             libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+        // The private network namespace made ahead of time; its descriptor (10 or above)
+        // goes with the others right below.
+        if plan.netns >= 0 && libc::setns(plan.netns, libc::CLONE_NEWNET) < 0 {
+            fail(STEP_NETNS, *libc::__errno_location());
         }
         // Every other kernel descriptor (all CLOEXEC anyway) goes now rather than at exec,
         // so a child waiting for its go byte holds nothing of other agents.
@@ -844,15 +957,10 @@ pub(crate) fn reset_signals() {
     // cover every layout (with or without sa_restorer).
     let dfl = [0u64; 4];
     let empty = 0u64;
-    // SAFETY: rt_sigprocmask(2) and rt_sigaction(2) read the buffers above (8-byte sigset).
+    // SAFETY: rt_sigaction(2) and rt_sigprocmask(2) read the buffers above (8-byte sigset).
+    // Dispositions first, mask second: a child that starts with every signal blocked (see
+    // `clone_vfork`) never runs an inherited handler.
     unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &empty as *const u64,
-            std::ptr::null_mut::<u64>(),
-            8usize,
-        );
         for sig in 1..65 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::syscall(
@@ -864,6 +972,13 @@ pub(crate) fn reset_signals() {
                 );
             }
         }
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &empty as *const u64,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        );
     }
 }
 

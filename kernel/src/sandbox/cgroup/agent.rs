@@ -456,6 +456,23 @@ impl AgentCgroup {
         })
     }
 
+    /// Removes the agent's cgroup in every hierarchy if nothing is left in it, the usual
+    /// case once the agent exited: one `rmdir` per hierarchy, which the kernel refuses (EBUSY)
+    /// while the cgroup holds a process or a child cgroup. `Ok(true)`: all gone. `Ok(false)`:
+    /// something is left (or was still exiting); then call [`AgentCgroup::kill_all`] and
+    /// [`AgentCgroup::remove`], which cope with whatever this already removed.
+    pub fn remove_if_empty(&self) -> Result<bool, CgroupError> {
+        for d in &self.dirs {
+            match self.fs.rmdir(&d.dir) {
+                Ok(()) => {}
+                Err(e) if errno_of(&e) == Some(libc::ENOENT) => {}
+                Err(e) if errno_of(&e) == Some(libc::EBUSY) => return Ok(false),
+                Err(e) => return Err(CgroupError::io("remove cgroup", &d.dir, e)),
+            }
+        }
+        Ok(true)
+    }
+
     /// Removes the agent's cgroup in every hierarchy, children first, retrying briefly while
     /// the kernel still counts exiting tasks (EBUSY). Already removed is fine. The subtree must
     /// be empty: call [`AgentCgroup::kill_all`] first.
