@@ -43,12 +43,7 @@ pub fn watch(agents: Arc<Agents>, agent: Arc<Agent>, report: Option<OwnedFd>) {
             name: agent.name.clone(),
             reason,
         });
-        // The sandbox's mounts go last, now that nobody waits for them: closing the
-        // namespace unmounts them all (and waits for an RCU grace period) on this thread.
-        let mount_ns = super::lock(&agent.mount_ns).take();
-        if let Some(ns) = mount_ns {
-            let _ = tokio::task::spawn_blocking(move || drop(ns)).await;
-        }
+        tidy(&agent).await;
     });
 }
 
@@ -103,8 +98,23 @@ fn try_reap(agent: &Agent, report: Option<&OwnedFd>) -> Option<launch::AgentExit
     }
 }
 
-/// Releases what the agent held: whatever is left in its cgroup (daemonized children), the
-/// cgroup itself, its socket, its sandbox root and its work dir's tmpfs.
+/// What may wait until the exit has been reported, since nobody can tell: the socket file
+/// (its listener is closed already), the empty mount point of the sandbox's root, and the
+/// sandbox's mount namespace, whose closing unmounts its mounts (and waits for an RCU grace
+/// period) on the thread that drops it.
+async fn tidy(agent: &Arc<Agent>) {
+    let mount_ns = super::lock(&agent.mount_ns).take();
+    let dir = agent.dir.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        drop(mount_ns);
+        let _ = std::fs::remove_file(dir.join("clove.sock"));
+        let _ = std::fs::remove_dir(dir.join("root"));
+    })
+    .await;
+}
+
+/// Releases what the agent held, before its exit is reported: whatever is left in its cgroup
+/// (daemonized children), the cgroup itself, its socket's listener and its work dir's tmpfs.
 async fn cleanup(agent: &Arc<Agent>) {
     agent.socket_stop.cancel();
     // The lifeline keeps a sandbox's init alive; it has exited, so let go of it.
@@ -127,8 +137,6 @@ async fn cleanup(agent: &Arc<Agent>) {
                 }
             }
         }
-        let _ = std::fs::remove_file(a.dir.join("clove.sock"));
-        let _ = std::fs::remove_dir(a.dir.join("root"));
         if let Some(work) = &a.work_mount {
             // The work dir's tmpfs lives in memory; its contents go with the agent.
             if let Err(e) = nix::mount::umount2(work, nix::mount::MntFlags::MNT_DETACH) {
