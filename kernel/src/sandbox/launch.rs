@@ -735,10 +735,13 @@ fn launch(
             netns: -1,
         }
     };
-    // A private network namespace: the one made ahead of time if ready, else a new one.
+    // A private network namespace: for a sandboxed child the one made ahead of time if
+    // ready (it joins it before `clone_vfork` returns, so the child is never seen in ours),
+    // else a new one from the clone.
     let mut netns = None;
     if !process.network {
-        match netns_pool.and_then(super::net::NetnsPool::take) {
+        let pool = netns_pool.filter(|_| process.sandboxed);
+        match pool.and_then(super::net::NetnsPool::take) {
             Some(fd) => netns = Some(high_dup(fd.as_fd(), "network namespace")?),
             None => flags |= libc::CLONE_NEWNET,
         }

@@ -107,8 +107,9 @@ mod tests {
     }
 }
 
-/// One fresh, unused network namespace made ahead of time, so the clone of the next agent
-/// that needs one joins it (`setns`) instead of creating it (`CLONE_NEWNET`). Creating a
+/// One fresh, unused network namespace made ahead of time, so the clone of the next
+/// sandboxed agent that needs one joins it (`setns`, before the launcher's clone returns)
+/// instead of creating it (`CLONE_NEWNET`). Creating a
 /// network namespace is the costliest part of that clone (about 0.45 ms here: the loopback
 /// device, the per-namespace sysctls and proc entries); this takes it off the SPAWN path.
 ///
