@@ -144,17 +144,12 @@ async fn watch_resources(kernel: Arc<Kernel>) {
         }
         let live = kernel.agents.live();
         warned.retain(|(id, _)| live.iter().any(|a| a.id == *id));
-        for agent in live {
-            let Some(cg) = &agent.cgroup else { continue };
-            let limits = agent.spec.limits();
-            let readings = [
-                ("memory", cg.memory_current().ok(), limits.memory.bytes()),
-                ("pids", cg.pids_current().ok(), limits.max_pids),
-            ];
+        // The cgroupfs reads block (a few µs each, two per agent): off the async workers.
+        let Ok(usage) = tokio::task::spawn_blocking(move || read_usage(&live)).await else {
+            continue;
+        };
+        for (agent, readings) in usage {
             for (resource, current, limit) in readings {
-                let (Some(current), true) = (current, limit > 0) else {
-                    continue;
-                };
                 let share = current as f64 / limit as f64;
                 let key = (agent.id, resource);
                 if share >= NEAR_LIMIT && warned.insert(key) {
@@ -173,6 +168,29 @@ async fn watch_resources(kernel: Arc<Kernel>) {
             }
         }
     }
+}
+
+/// One agent's memory and pids in use against its limits: `(resource, current, limit)`.
+type Usage = (Arc<crate::agents::Agent>, Vec<(&'static str, u64, u64)>);
+
+/// The usage of every agent with cgroups, with the readings that succeeded.
+fn read_usage(live: &[Arc<crate::agents::Agent>]) -> Vec<Usage> {
+    live.iter()
+        .filter_map(|agent| {
+            let cg = agent.cgroup.as_ref()?;
+            let limits = agent.spec.limits();
+            let readings = [
+                ("memory", cg.memory_current().ok(), limits.memory.bytes()),
+                ("pids", cg.pids_current().ok(), limits.max_pids),
+            ]
+            .into_iter()
+            .filter_map(|(resource, current, limit)| {
+                current.filter(|_| limit > 0).map(|c| (resource, c, limit))
+            })
+            .collect();
+            Some((Arc::clone(agent), readings))
+        })
+        .collect()
 }
 
 /// How often expired keys are removed for good (readers never see them either way).
