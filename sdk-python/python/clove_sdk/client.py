@@ -196,7 +196,10 @@ class CloveClient(_ClientBase, SyscallApi[Dict[str, Any]]):
     def __del__(self) -> None:
         conn = getattr(self, "_conn", None)
         if conn is not None:
-            conn.close()
+            try:
+                conn.close()
+            except Exception:  # interpreter shutdown: the extension may be gone already
+                pass
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "not connected"
