@@ -203,19 +203,22 @@ pub(crate) fn finite_f64() -> impl proptest::strategy::Strategy<Value = f64> {
 }
 
 /// Whether and how a dead agent is restarted.
+///
+/// OTP's restart types are accepted as synonyms (read, never written): `temporary` =
+/// `never`, `transient` = `on-failure`, `permanent` = `always`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub enum RestartPolicy {
-    /// `"never"` (the default): a dead agent stays dead.
+    /// `"never"` (the default; also accepted: OTP's `"temporary"`): a dead agent stays dead.
     #[default]
-    #[serde(rename = "never")]
+    #[serde(rename = "never", alias = "temporary")]
     Never,
-    /// `"on-failure"` (also accepted: `"on_failure"`): restart after a non-zero exit or a
-    /// signal.
-    #[serde(rename = "on-failure", alias = "on_failure")]
+    /// `"on-failure"` (also accepted: `"on_failure"`, OTP's `"transient"`): restart after a
+    /// non-zero exit or a death by signal.
+    #[serde(rename = "on-failure", alias = "on_failure", alias = "transient")]
     OnFailure,
-    /// `"always"`: restart after any exit.
-    #[serde(rename = "always")]
+    /// `"always"` (also accepted: OTP's `"permanent"`): restart after any exit.
+    #[serde(rename = "always", alias = "permanent")]
     Always,
 }
 
@@ -362,7 +365,8 @@ pub struct SpawnRequest {
     /// Resource limits; absent means the defaults of [`Limits`] (see [`SpawnRequest::limits`]).
     #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
     pub limits: Option<Limits>,
-    /// `never` (default), `on-failure` (or `on_failure`), `always`.
+    /// `never` (default), `on-failure` (or `on_failure`), `always`; OTP's `temporary`,
+    /// `transient`, `permanent` mean the same three.
     #[serde(default)]
     pub restart_policy: RestartPolicy,
     /// Restarts allowed within `restart_window` before giving up (default 5).
@@ -879,6 +883,20 @@ syscall! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn otp_restart_types_are_synonyms() {
+        for (text, policy) in [
+            ("temporary", RestartPolicy::Never),
+            ("transient", RestartPolicy::OnFailure),
+            ("permanent", RestartPolicy::Always),
+        ] {
+            let got: RestartPolicy = serde_json::from_str(&format!("\"{text}\"")).unwrap();
+            assert_eq!(got, policy, "{text}");
+            // Written back in the original's spelling.
+            assert_eq!(got.as_str(), policy.as_str());
+        }
+    }
 
     fn size(text: &str) -> Result<u64, ByteSizeError> {
         text.parse::<ByteSize>().map(ByteSize::bytes)

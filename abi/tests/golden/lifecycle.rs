@@ -162,18 +162,32 @@ fn spawn_restart_policy_spellings() {
         ("on-failure", RestartPolicy::OnFailure),
         ("on_failure", RestartPolicy::OnFailure),
         ("always", RestartPolicy::Always),
+        // OTP's restart types.
+        ("temporary", RestartPolicy::Never),
+        ("transient", RestartPolicy::OnFailure),
+        ("permanent", RestartPolicy::Always),
     ] {
         let r: SpawnRequest = parse(&format!(
             r#"{{"name": "w", "script": "w.py", "restart_policy": "{text}"}}"#
         ));
         assert_eq!(r.restart_policy, policy, "{text}");
     }
-    // The alias is read, never written.
+    // The aliases are read, never written.
     assert_eq!(RestartPolicy::OnFailure.as_str(), "on-failure");
-    assert_eq!(
-        serde_json::to_string(&RestartPolicy::OnFailure).unwrap(),
-        r#""on-failure""#
-    );
+    for (policy, text) in [
+        (RestartPolicy::Never, r#""never""#),
+        (RestartPolicy::OnFailure, r#""on-failure""#),
+        (RestartPolicy::Always, r#""always""#),
+    ] {
+        assert_eq!(serde_json::to_string(&policy).unwrap(), text);
+    }
+    // Anything else is refused, naming the accepted spellings.
+    let e = serde_json::from_str::<SpawnRequest>(
+        r#"{"name": "w", "script": "w.py", "restart_policy": "sometimes"}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("sometimes") && e.contains("on-failure"), "{e}");
 }
 
 #[test]
