@@ -177,7 +177,7 @@ type Usage = (Arc<crate::agents::Agent>, Vec<(&'static str, u64, u64)>);
 fn read_usage(live: &[Arc<crate::agents::Agent>]) -> Vec<Usage> {
     live.iter()
         .filter_map(|agent| {
-            let cg = agent.cgroup.as_ref()?;
+            let cg = agent.cgroup()?;
             let limits = agent.spec.limits();
             let readings = [
                 ("memory", cg.memory_current().ok(), limits.memory.bytes()),
@@ -210,16 +210,54 @@ fn publish_change(events: &Events, c: &StateChange) {
 }
 
 /// Publishes AGENT_SPAWNED, AGENT_EXITED (and RESOURCE_WARNING for an OOM kill),
-/// AGENT_PAUSED and AGENT_RESUMED.
+/// AGENT_RESTARTING, AGENT_ESCALATED, AGENT_PAUSED and AGENT_RESUMED.
 fn publish_lifecycle(events: Arc<Events>) -> Observer {
     Box::new(move |event| match event {
-        LifecycleEvent::Spawned { id, name, pid } => events.kernel(
+        LifecycleEvent::Spawned {
+            id,
+            name,
+            pid,
+            restarts,
+        } => events.kernel(
             EventType::AgentSpawned,
-            json!({"agent_id": id, "name": name, "pid": pid}),
+            json!({"agent_id": id, "name": name, "pid": pid, "restarts": restarts}),
             *id,
             Audience::Everyone,
         ),
-        LifecycleEvent::Exited { id, name, reason } => {
+        LifecycleEvent::Restarting {
+            id,
+            name,
+            restart_count,
+            reason,
+            backoff_ms,
+        } => events.kernel(
+            EventType::AgentRestarting,
+            json!({"agent_id": id, "agent_name": name, "name": name,
+                   "restart_count": restart_count, "exit_code": reason.code,
+                   "signal": reason.signal, "oom": reason.oom, "reason": reason.describe(),
+                   "backoff_ms": backoff_ms}),
+            *id,
+            Audience::Everyone,
+        ),
+        LifecycleEvent::Escalated {
+            id,
+            name,
+            restart_count,
+            reason,
+        } => events.kernel(
+            EventType::AgentEscalated,
+            json!({"agent_id": id, "agent_name": name, "name": name,
+                   "restart_count": restart_count, "exit_code": reason.code,
+                   "signal": reason.signal, "oom": reason.oom, "reason": reason.describe()}),
+            *id,
+            Audience::Everyone,
+        ),
+        LifecycleEvent::Exited {
+            id,
+            name,
+            reason,
+            restarting,
+        } => {
             if reason.oom {
                 events.kernel(
                     EventType::ResourceWarning,
@@ -233,7 +271,7 @@ fn publish_lifecycle(events: Arc<Events>) -> Observer {
                 EventType::AgentExited,
                 json!({"agent_id": id, "name": name, "exit_code": reason.code,
                        "signal": reason.signal, "oom": reason.oom, "killed": reason.killed,
-                       "reason": reason.describe()}),
+                       "reason": reason.describe(), "restarting": restarting}),
                 *id,
                 Audience::Everyone,
             );
@@ -253,10 +291,16 @@ fn publish_lifecycle(events: Arc<Events>) -> Observer {
     })
 }
 
-/// An exited agent's mailbox, names, subscriptions and agent-scoped keys go with it.
+/// An exited agent's mailbox, names, subscriptions and agent-scoped keys go with it, once it
+/// has exited for good: a restarted agent keeps them.
 fn release_on_exit(ipc: Arc<Ipc>, events: Arc<Events>, state: Arc<StateStore>) -> Observer {
     Box::new(move |event| {
-        if let LifecycleEvent::Exited { id, .. } = event {
+        if let LifecycleEvent::Exited {
+            id,
+            restarting: false,
+            ..
+        } = event
+        {
             ipc.release(*id);
             events.forget(*id);
             let (state, id) = (Arc::clone(&state), *id);

@@ -18,7 +18,7 @@ use clove_abi::msg::AgentState;
 use clove_abi::{ErrorCode, WireError};
 use nix::sys::signal::Signal;
 
-use super::{Agent, Agents, ExitReason, LifecycleEvent};
+use super::{Agent, Agents, ExitReason, LifecycleEvent, Run};
 use crate::kernel::Caller;
 use crate::sandbox::launch;
 
@@ -62,12 +62,16 @@ pub fn authorize(
     }
 }
 
-/// Stops `agent` and waits until it has exited.
+/// Stops `agent` for good (no restart) and waits until it has exited. An agent waiting for
+/// its restart ends at once; one being launched again is stopped by its restarter, which
+/// checks `killing` after it installed the new process (see `exit::restart`).
 pub async fn kill(agent: &Arc<Agent>, grace: Duration) -> Result<ExitReason, WireError> {
     agent.killing.store(true, Ordering::SeqCst);
+    agent.stop.cancel();
     agent.set_state(AgentState::Stopping);
-    thaw_for_kill(agent).await;
-    if let Err(e) = launch::signal(&agent.pidfd, Signal::SIGTERM) {
+    let run = agent.run();
+    thaw_for_kill(&run).await;
+    if let Err(e) = launch::signal(&run.pidfd, Signal::SIGTERM) {
         // ESRCH: it is exiting already.
         tracing::debug!(agent = agent.id, "SIGTERM: {e}");
     }
@@ -78,8 +82,10 @@ pub async fn kill(agent: &Arc<Agent>, grace: Duration) -> Result<ExitReason, Wir
         agent = agent.id,
         "no exit within {grace:?} of SIGTERM; SIGKILL"
     );
-    let _ = launch::signal(&agent.pidfd, Signal::SIGKILL);
-    if let Some(cg) = agent.cgroup.clone() {
+    // The current process: a restart may have replaced the one signalled above.
+    let run = agent.run();
+    let _ = launch::signal(&run.pidfd, Signal::SIGKILL);
+    if let Some(cg) = run.cgroup.clone() {
         let _ = tokio::task::spawn_blocking(move || cg.kill_all(Signal::SIGKILL)).await;
     }
     tokio::time::timeout(AFTER_SIGKILL, agent.exited())
@@ -96,13 +102,13 @@ pub async fn kill(agent: &Arc<Agent>, grace: Duration) -> Result<ExitReason, Wir
 }
 
 /// A frozen agent cannot act on SIGTERM, and on cgroup v1 not even on SIGKILL: thaw first.
-async fn thaw_for_kill(agent: &Arc<Agent>) {
-    if let Some(cg) = agent.cgroup.clone() {
-        let id = agent.id;
+async fn thaw_for_kill(run: &Run) {
+    if let Some(cg) = run.cgroup.clone() {
+        let pid = run.pid;
         let _ = tokio::task::spawn_blocking(move || {
             if cg.is_frozen().unwrap_or(false) {
                 if let Err(e) = cg.thaw() {
-                    tracing::warn!(agent = id, "thaw before kill: {e}");
+                    tracing::warn!(pid, "thaw before kill: {e}");
                 }
             }
         })
@@ -113,7 +119,18 @@ async fn thaw_for_kill(agent: &Arc<Agent>) {
 /// Freezes (`pause`) or thaws the agent's cgroup.
 pub async fn set_paused(agents: &Agents, agent: &Arc<Agent>, pause: bool) -> Result<(), WireError> {
     let verb = if pause { "pause" } else { "resume" };
-    let Some(cg) = agent.cgroup.clone() else {
+    if agent.state() == AgentState::Starting {
+        return Err(WireError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "{verb} agent {} ({}): it is waiting to be restarted (restarts so far: {}); try again once it runs",
+                agent.id,
+                agent.name,
+                agent.restarts()
+            ),
+        ));
+    }
+    let Some(cg) = agent.cgroup() else {
         return Err(WireError::new(
             ErrorCode::Unavailable,
             format!(

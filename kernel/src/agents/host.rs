@@ -197,6 +197,9 @@ impl Agents {
     /// Kernel shutdown: stop every agent (SIGTERM, grace, SIGKILL), then remove the cgroup
     /// subtree.
     pub async fn shutdown(&self, grace: Duration) {
+        // From now on no agent is restarted; KILL below calls off pending restarts.
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let live = self.live();
         if !live.is_empty() {
             tracing::info!("stopping {} agent(s)", live.len());

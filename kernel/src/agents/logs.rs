@@ -39,6 +39,9 @@ pub struct AgentLog {
     written: watch::Sender<u64>,
     /// Set when the pipe has closed (every writer has exited).
     closed: watch::Sender<bool>,
+    /// Pipes being drained: one per run of the agent, two at most while a restarted run
+    /// starts and the last one's stragglers still write.
+    pumps: std::sync::atomic::AtomicUsize,
 }
 
 /// Text read from a log.
@@ -62,6 +65,7 @@ impl AgentLog {
             pos: Mutex::new(Positions::default()),
             written: watch::channel(0).0,
             closed: watch::channel(false).0,
+            pumps: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 
@@ -77,43 +81,59 @@ impl AgentLog {
         *self.pos.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Drains `pipe` into the log until every writer has closed it.
+    /// Appends a line of the kernel's own (a restart marker) between two runs' output.
+    pub fn note(&self, line: &str) -> io::Result<()> {
+        let mut file = open_append(&self.current_path())?;
+        self.append(&mut file, format!("{line}\n").as_bytes())
+    }
+
+    /// Drains `pipe` into the log until every writer has closed it. The log counts as closed
+    /// once every pipe given to it has.
     pub fn pump(self: &Arc<Self>, pipe: OwnedFd) {
+        use std::sync::atomic::Ordering;
+        self.pumps.fetch_add(1, Ordering::SeqCst);
+        self.closed.send_replace(false);
         let log = Arc::clone(self);
         tokio::spawn(async move {
-            let mut rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) {
-                Ok(rx) => rx,
-                Err(e) => {
-                    tracing::error!("agent log {}: {e}", log.dir.display());
-                    log.closed.send_replace(true);
-                    return;
-                }
-            };
-            let mut file = match open_append(&log.current_path()) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!("open {}: {e}", log.current_path().display());
-                    log.closed.send_replace(true);
-                    return;
-                }
-            };
-            let mut buf = vec![0u8; 64 << 10];
-            loop {
-                let n = match rx.read(&mut buf).await {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::warn!("agent log {}: read: {e}", log.dir.display());
-                        break;
-                    }
-                };
-                if let Err(e) = log.append(&mut file, &buf[..n]) {
-                    // Keep draining so the agent never blocks on a full pipe.
-                    tracing::warn!("agent log {}: {e}", log.dir.display());
-                }
+            log.drain(pipe).await;
+            if log.pumps.fetch_sub(1, Ordering::SeqCst) == 1 {
+                log.closed.send_replace(true);
             }
-            log.closed.send_replace(true);
         });
+    }
+
+    /// Copies `pipe` into the log until every writer has closed it.
+    async fn drain(&self, pipe: OwnedFd) {
+        let log = self;
+        let mut rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) {
+            Ok(rx) => rx,
+            Err(e) => {
+                tracing::error!("agent log {}: {e}", log.dir.display());
+                return;
+            }
+        };
+        let mut file = match open_append(&log.current_path()) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!("open {}: {e}", log.current_path().display());
+                return;
+            }
+        };
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match rx.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!("agent log {}: read: {e}", log.dir.display());
+                    break;
+                }
+            };
+            if let Err(e) = log.append(&mut file, &buf[..n]) {
+                // Keep draining so the agent never blocks on a full pipe.
+                tracing::warn!("agent log {}: {e}", log.dir.display());
+            }
+        }
     }
 
     /// Appends `bytes`, rotating whenever the current file would pass the cap. A chunk is
@@ -293,5 +313,40 @@ mod tests {
         // Reading at the end waits, and returns once closed.
         log.wait_past(10_000, Duration::from_secs(5)).await;
         assert_eq!(log.read_from(10_000).unwrap().text, "");
+    }
+
+    async fn until_closed(log: &AgentLog) {
+        for _ in 0..400 {
+            if log.closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_restart_continues_the_log_after_a_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AgentLog::create(dir.path(), 1 << 20).unwrap();
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        log.pump(r);
+        File::from(w).write_all(b"first run\n").unwrap();
+        until_closed(&log).await;
+        assert!(log.closed());
+        log.note("--- clove: restart 1 after exit code 1 ---")
+            .unwrap();
+        // The second run's pipe opens the log again: followers keep following.
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        log.pump(r);
+        assert!(!log.closed());
+        let mut w = File::from(w);
+        w.write_all(b"second run\n").unwrap();
+        drop(w);
+        until_closed(&log).await;
+        assert!(log.closed());
+        assert_eq!(
+            log.read_from(0).unwrap().text,
+            "first run\n--- clove: restart 1 after exit code 1 ---\nsecond run\n"
+        );
     }
 }

@@ -1,16 +1,18 @@
 //! Agents: the table of running and exited agents, their identities, and the logic of the
 //! lifecycle syscalls (SPAWN in [`spawn`], KILL/PAUSE/RESUME in [`control`], exit handling
-//! in [`exit`]).
+//! and restarts in [`exit`], the restart policy's arithmetic in [`restart`]).
 //!
-//! An agent is known by its id (from the kernel's one id space) for its whole life; its name
-//! is unique among live agents and free again once it has exited. Exited agents stay in a
-//! bounded table, so LIST and WAIT can still answer about them.
+//! An agent is known by its id (from the kernel's one id space) for its whole life, restarts
+//! included; its name is unique among live agents and free again once it has exited for
+//! good. Each start of its process is a [`Run`]: a restart replaces the run and keeps the
+//! agent. Exited agents stay in a bounded table, so LIST and WAIT can still answer about them.
 
 pub mod control;
 pub mod exit;
 pub mod host;
 pub mod logs;
 pub mod plan;
+pub mod restart;
 pub mod spawn;
 pub mod uids;
 
@@ -52,6 +54,15 @@ impl ExitReason {
         self.code == Some(0) && self.signal.is_none()
     }
 
+    /// A few words for the restart marker in the log: `exit code 1`, `signal 9`.
+    pub fn short(&self) -> String {
+        match (self.code, self.signal) {
+            (_, Some(sig)) => format!("signal {sig}"),
+            (Some(code), None) => format!("exit code {code}"),
+            (None, None) => "an exit".to_owned(),
+        }
+    }
+
     /// One phrase for logs and replies: `exited with code 3`, `killed by signal 9 (OOM)`.
     pub fn describe(&self) -> String {
         let mut s = match (self.code, self.signal) {
@@ -71,7 +82,7 @@ impl ExitReason {
 /// A lifecycle event for the event bus (the events issue exposes it to agents).
 #[derive(Debug, Clone)]
 pub enum LifecycleEvent {
-    /// An agent started.
+    /// An agent started (by SPAWN, or again by its restart policy).
     Spawned {
         /// Its id.
         id: u32,
@@ -79,14 +90,45 @@ pub enum LifecycleEvent {
         name: String,
         /// Its host pid.
         pid: i32,
+        /// Restarts so far (0 for the SPAWN).
+        restarts: u32,
     },
-    /// An agent's process ended (every exit, natural or not).
+    /// An agent's process ended (every exit, natural or not, restarted or not).
     Exited {
         /// Its id.
         id: u32,
         /// Its name.
         name: String,
         /// Why.
+        reason: ExitReason,
+        /// Its policy restarts it: the agent lives on (same id, name, mailbox, names,
+        /// subscriptions and agent-scoped keys). False for a final exit.
+        restarting: bool,
+    },
+    /// An agent will be restarted by its policy after `backoff_ms` (published before each
+    /// restart).
+    Restarting {
+        /// Its id.
+        id: u32,
+        /// Its name.
+        name: String,
+        /// This restart's number (1 for the first).
+        restart_count: u32,
+        /// How its process ended.
+        reason: ExitReason,
+        /// The delay before the restart.
+        backoff_ms: u64,
+    },
+    /// An agent spent its restart budget (`max_restarts` within `restart_window`) and was
+    /// given up on; its final [`LifecycleEvent::Exited`] follows.
+    Escalated {
+        /// Its id.
+        id: u32,
+        /// Its name.
+        name: String,
+        /// The restarts it had.
+        restart_count: u32,
+        /// How its process ended the last time.
         reason: ExitReason,
     },
     /// An agent was frozen.
@@ -105,7 +147,28 @@ pub enum LifecycleEvent {
     },
 }
 
-/// One live agent.
+/// One start of an agent's process: what a restart replaces.
+#[derive(Debug)]
+pub struct Run {
+    /// The host pid of its top process (init when sandboxed).
+    pub pid: i32,
+    /// A pidfd of its top process.
+    pub pidfd: Arc<OwnedFd>,
+    /// Its cgroups, when cgroups are available (made anew per run: the OOM counter of a
+    /// cgroup never goes down).
+    pub cgroup: Option<AgentCgroup>,
+    /// What isolation is in force (for LIST's rich form).
+    pub isolation: Isolation,
+    /// When its process started.
+    pub started: Instant,
+    /// Held while the agent should live: dropping it makes a sandbox's init kill everything.
+    pub lifeline: Mutex<Option<OwnedFd>>,
+    /// Its sandbox's mount namespace, held so that its teardown happens after its exit was
+    /// reported rather than in init's exit (see `launch::Started::mount_ns`).
+    pub mount_ns: Mutex<Option<OwnedFd>>,
+}
+
+/// One live agent: its identity and what outlives a restart.
 #[derive(Debug)]
 pub struct Agent {
     /// Its id.
@@ -116,20 +179,10 @@ pub struct Agent {
     pub uid: u32,
     /// The operator uid it belongs to (its spawner's, or its parent agent's owner).
     pub owner_uid: u32,
-    /// The host pid of its top process (init when sandboxed).
-    pub pid: i32,
     /// The agent that spawned it, if any.
     pub parent: Option<u32>,
     /// The request it was started with.
     pub spec: SpawnRequest,
-    /// What isolation is in force (for LIST's rich form).
-    pub isolation: Isolation,
-    /// When its process started.
-    pub started: Instant,
-    /// Its cgroups, when cgroups are available.
-    pub cgroup: Option<AgentCgroup>,
-    /// A pidfd of its top process.
-    pub pidfd: Arc<OwnedFd>,
     /// Its directory under the state dir.
     pub dir: PathBuf,
     /// The size-capped tmpfs on its work dir, when `limits.disk` made one.
@@ -137,21 +190,24 @@ pub struct Agent {
     /// What a sandboxed agent sees: its binds (target inside, host source), without its
     /// socket; `None` when not sandboxed (it sees the host).
     pub view: Option<Vec<plan::PlanBind>>,
-    /// Its output log.
+    /// Its output log (continued across restarts).
     pub log: Arc<logs::AgentLog>,
-    /// Held while the agent should live: dropping it makes a sandbox's init kill everything.
-    pub lifeline: Mutex<Option<OwnedFd>>,
-    /// Its sandbox's mount namespace, held so that its teardown happens after its exit was
-    /// reported rather than in init's exit (see `launch::Started::mount_ns`).
-    pub mount_ns: Mutex<Option<OwnedFd>>,
-    /// Stops the accept loop of its socket.
+    /// Stops the accept loop of its socket (which stays open across restarts).
     pub socket_stop: CancellationToken,
-    /// Its state (RUNNING, PAUSED, STOPPING).
+    /// What a restart needs to start its process again; `None` under `restart_policy: never`.
+    pub(crate) relaunch: Option<spawn::Launchable>,
+    /// Its current (or, between a crash and its restart, its last) process.
+    run: Mutex<Arc<Run>>,
+    /// Its state (RUNNING, PAUSED, STOPPING; STARTING while a restart is pending).
     state: Mutex<AgentState>,
-    /// Set once, when it has exited.
+    /// Restart bookkeeping.
+    supervision: Mutex<restart::Supervision>,
+    /// Set once, when it has exited for good.
     exit: watch::Sender<Option<ExitReason>>,
-    /// KILL is in progress.
+    /// KILL is in progress: no restart.
     killing: std::sync::atomic::AtomicBool,
+    /// Cancelled by KILL: a pending restart is called off.
+    stop: CancellationToken,
 }
 
 impl Agent {
@@ -164,7 +220,40 @@ impl Agent {
         *lock(&self.state) = s;
     }
 
-    /// Waits until it has exited and returns why.
+    /// Sets the state unless KILL has begun (its STOPPING stays).
+    fn set_state_unless_killed(&self, s: AgentState) {
+        let mut state = lock(&self.state);
+        if !self.killing.load(std::sync::atomic::Ordering::SeqCst) {
+            *state = s;
+        }
+    }
+
+    /// Its current process (between a crash and its restart: the last one).
+    pub fn run(&self) -> Arc<Run> {
+        Arc::clone(&lock(&self.run))
+    }
+
+    /// Its host pid (of the current or last process).
+    pub fn pid(&self) -> i32 {
+        lock(&self.run).pid
+    }
+
+    /// Its cgroup now, if any.
+    pub fn cgroup(&self) -> Option<AgentCgroup> {
+        lock(&self.run).cgroup.clone()
+    }
+
+    /// How often its policy restarted it so far.
+    pub fn restarts(&self) -> u32 {
+        lock(&self.supervision).restarts
+    }
+
+    /// How its last process ended, once one has (it was restarted since).
+    pub fn last_exit(&self) -> Option<ExitReason> {
+        lock(&self.supervision).last_exit.clone()
+    }
+
+    /// Waits until it has exited for good (a restart is not an exit here) and returns why.
     pub async fn exited(&self) -> ExitReason {
         let mut rx = self.exit.subscribe();
         loop {
@@ -186,14 +275,16 @@ impl Agent {
     /// A LIST row.
     pub fn entry(&self) -> AgentEntry {
         let state = self.state();
+        let run = self.run();
+        let sup = lock(&self.supervision);
         AgentEntry {
             id: self.id,
             name: self.name.clone(),
-            pid: self.pid,
+            pid: run.pid,
             state,
             running: matches!(state, AgentState::Running | AgentState::Paused),
-            restarts: Some(0),
-            uptime_ms: Some(self.started.elapsed().as_millis() as u64),
+            restarts: Some(sup.restarts),
+            uptime_ms: Some(run.started.elapsed().as_millis() as u64),
             group: self.spec.group.clone(),
             isolation: None,
             exit: None,
@@ -212,6 +303,8 @@ pub struct Exited {
     pub pid: i32,
     /// Why it ended.
     pub reason: ExitReason,
+    /// How often its policy had restarted it.
+    pub restarts: u32,
     /// Its output log (readable until the agent's directory is removed).
     pub log: Arc<logs::AgentLog>,
 }
@@ -254,6 +347,8 @@ pub struct Agents {
     table: Mutex<Table>,
     /// The host side.
     pub host: Host,
+    /// Set when the kernel starts shutting down: no agent is restarted after that.
+    shutting_down: std::sync::atomic::AtomicBool,
     /// Told of every lifecycle event, synchronously, in order.
     observers: Observers,
 }
@@ -283,6 +378,7 @@ impl Agents {
         Agents {
             table: Mutex::new(Table::default()),
             host,
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
             observers: Observers(observers),
         }
     }
@@ -352,7 +448,10 @@ impl Agents {
             .map(|a| {
                 let mut row = a.entry();
                 if detail {
-                    row.isolation = Some(a.isolation.clone());
+                    row.isolation = Some(a.run().isolation.clone());
+                    row.exit = a
+                        .last_exit()
+                        .map(|r| format!("last exit: {}", r.describe()));
                 }
                 row
             })
@@ -368,7 +467,7 @@ impl Agents {
                     AgentState::Failed
                 },
                 running: false,
-                restarts: Some(0),
+                restarts: Some(e.restarts),
                 uptime_ms: None,
                 group: None,
                 isolation: None,
@@ -432,8 +531,9 @@ impl Agents {
         t.exited.push_back(Exited {
             id: agent.id,
             name: agent.name.clone(),
-            pid: agent.pid,
+            pid: agent.pid(),
             reason,
+            restarts: agent.restarts(),
             log: Arc::clone(&agent.log),
         });
     }

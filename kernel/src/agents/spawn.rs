@@ -1,5 +1,6 @@
-//! SPAWN: validate the request, prepare the agent's directory, socket and cgroup, start it
-//! through the launcher, and register it.
+//! SPAWN: validate the request, prepare the agent's directory, socket and plan (once per
+//! agent), then launch its process ([`launch`]: cgroup, clone, placement, release; a restart
+//! repeats only this step, with the same id), and register it.
 //!
 //! The order matters. The name is reserved first (two concurrent SPAWNs of one name: one
 //! wins). The cgroup is made while the launcher clones the process, and the process is placed
@@ -15,8 +16,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clove_abi::msg::{
-    AgentState, CgroupStatus, CgroupVersion, Isolation, Limits, Namespaces, SpawnReply,
-    SpawnRequest, SpawnStatus,
+    AgentState, CgroupStatus, CgroupVersion, Isolation, Limits, Namespaces, RestartPolicy,
+    SpawnReply, SpawnRequest, SpawnStatus,
 };
 use clove_abi::{ErrorCode, WireError};
 use tokio::net::UnixListener;
@@ -24,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::logs::{AgentLog, LOG_MAX_BYTES};
 use super::plan::{self, Plan, PlanBind, PlanInput, Program};
-use super::{exit, Agent, Agents, LifecycleEvent};
+use super::restart::Supervision;
+use super::{exit, Agent, Agents, LifecycleEvent, Run};
 use crate::kernel::{Caller, Kernel};
 use crate::sandbox::cgroup::{AgentCgroup, CgroupLimits};
 use crate::sandbox::interpreter::Interpreter;
@@ -48,7 +50,25 @@ fn internal(why: impl std::fmt::Display) -> WireError {
     WireError::new(ErrorCode::Internal, why.to_string())
 }
 
-/// Starts an agent for `caller`.
+/// What a restart needs to start an agent's process again: what SPAWN validated and prepared
+/// once (program, script copy, plan, limits). Kept only for agents whose policy restarts them.
+#[derive(Debug)]
+pub struct Launchable {
+    sandboxed: bool,
+    gid: u32,
+    plan: Plan,
+    limits: Limits,
+    new_root: PathBuf,
+}
+
+/// One started process, and the pipe its sandbox's init reports its exit on.
+pub(crate) struct Launched {
+    pub run: Run,
+    pub report: Option<OwnedFd>,
+}
+
+/// Starts an agent for `caller`: validation and preparation (once per agent), then the launch
+/// of its first process ([`launch`], which every restart repeats).
 pub async fn spawn(
     kernel: &Kernel,
     caller: &Caller,
@@ -80,7 +100,8 @@ pub async fn spawn(
     let name = req.name.clone();
     let mut undo = Undo::new(agents, &name, id);
 
-    // Identity: sandboxed agents get their own uid, others keep the kernel's.
+    // Identity: sandboxed agents get their own uid, others keep the kernel's. A restart keeps
+    // the uid (the agent stays in the live table, so nobody else takes it meanwhile).
     let sandboxed = req.sandboxed && agents.host.root;
     let (uid, gid) = if sandboxed {
         let mut uid = agents.host.uids.uid(id);
@@ -95,7 +116,8 @@ pub async fn spawn(
         )
     };
 
-    // The agent's directory: work dir, empty root for the sandbox, socket, log.
+    // The agent's directory: work dir, empty root for the sandbox, socket, log. All of it
+    // outlives restarts.
     let dir = agents.host.dir.join(id.to_string());
     undo.dir = Some(dir.clone());
     let work = dir.join("work");
@@ -115,8 +137,6 @@ pub async fn spawn(
     let listener = bind_agent_socket(&socket_path, uid, gid)?;
     let log = AgentLog::create(&dir, LOG_MAX_BYTES)
         .map_err(|e| internal(format!("create the log in {}: {e}", dir.display())))?;
-    let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| internal(format!("log pipe: {e}")))?;
 
     let pythonpath = std::env::var("PYTHONPATH").ok();
     let plan = plan::plan(&PlanInput {
@@ -139,10 +159,128 @@ pub async fn spawn(
     if let Some(copy) = &plan.script_copy {
         copy_script(&script, copy, uid, gid)?;
     }
-
     let t_prepared = t0.elapsed();
+    let launchable = Launchable {
+        sandboxed,
+        gid,
+        plan,
+        limits,
+        new_root,
+    };
+    let parent_cg = parent.as_ref().and_then(|p| p.cgroup());
+    let Launched { run, report } = launch(
+        agents,
+        id,
+        &req,
+        &launchable,
+        uid,
+        parent_cg,
+        &log,
+        undo.work_mount.is_some(),
+        t0,
+        t_prepared,
+    )
+    .await?;
+
+    let isolation = run.isolation.clone();
+    let pid = run.pid;
+    let socket_stop = CancellationToken::new();
+    let view = sandboxed.then(|| {
+        launchable
+            .plan
+            .binds
+            .iter()
+            .filter(|b| b.source != socket_path)
+            .cloned()
+            .collect()
+    });
+    let agent = Arc::new(Agent {
+        id,
+        name: req.name.clone(),
+        uid,
+        owner_uid: if caller.agent {
+            parent.as_ref().map(|p| p.owner_uid).unwrap_or(caller.uid)
+        } else {
+            caller.uid
+        },
+        parent: parent.as_ref().map(|p| p.id),
+        supervision: std::sync::Mutex::new(Supervision::new(&req)),
+        // Only what a restart needs is kept, and only when one can happen.
+        relaunch: (req.restart_policy != RestartPolicy::Never).then_some(launchable),
+        spec: req.clone(),
+        dir: dir.clone(),
+        work_mount: undo.work_mount.take(),
+        view,
+        log,
+        socket_stop: socket_stop.clone(),
+        run: std::sync::Mutex::new(Arc::new(run)),
+        state: std::sync::Mutex::new(AgentState::Running),
+        exit: tokio::sync::watch::channel(None).0,
+        killing: std::sync::atomic::AtomicBool::new(false),
+        stop: CancellationToken::new(),
+    });
+    undo.disarm();
+    agents.insert(Arc::clone(&agent));
+    if let Some(listeners) = kernel.listeners.get() {
+        listeners.listen(listener, Identity::Agent(id), socket_stop);
+    }
+    exit::watch(Arc::clone(&kernel.agents), Arc::clone(&agent), report);
+    agents.notify(LifecycleEvent::Spawned {
+        id,
+        name: req.name.clone(),
+        pid,
+        restarts: 0,
+    });
+    tracing::info!(
+        agent = id,
+        name = %req.name,
+        pid,
+        uid,
+        sandboxed,
+        not_applied = ?isolation.not_applied,
+        "agent started"
+    );
+    Ok(SpawnReply {
+        id,
+        name: req.name,
+        pid,
+        status: SpawnStatus::Running,
+        restart_policy: req.restart_policy,
+        isolation,
+    })
+}
+
+/// Starts one process of agent `id` from what SPAWN prepared: its log pipe, its cgroup (made
+/// while the process is cloned), the clone, the placement in the cgroup, the release. SPAWN
+/// calls it once, each restart again, with the same id, directory, uid and plan. A failure
+/// leaves no process and no cgroup behind.
+#[allow(clippy::too_many_arguments)] // SPAWN and the restarter; each argument is its own thing
+pub(crate) async fn launch(
+    agents: &Agents,
+    id: u32,
+    req: &SpawnRequest,
+    l: &Launchable,
+    uid: u32,
+    parent_cg: Option<AgentCgroup>,
+    log: &Arc<AgentLog>,
+    work_mounted: bool,
+    t0: Instant,
+    t_prepared: std::time::Duration,
+) -> Result<Launched, WireError> {
+    let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| internal(format!("log pipe: {e}")))?;
     let root = agents.host.root;
-    let spec = launch_spec(&req, sandboxed, root, &plan, &new_root, uid, gid, log_write)?;
+    let sandboxed = l.sandboxed;
+    let spec = launch_spec(
+        req,
+        sandboxed,
+        root,
+        &l.plan,
+        &l.new_root,
+        uid,
+        l.gid,
+        log_write,
+    )?;
     let launcher = agents.host.launcher.clone();
     // The clone starts now and the cgroup is made meanwhile: nothing of the agent runs
     // before `release`, which comes after the placement below, and init's own setup (its
@@ -151,21 +289,23 @@ pub async fn spawn(
 
     // The cgroup, nested under the spawning agent's.
     let made = match &agents.host.cgroups {
-        Some(cgroups) => {
-            let parent_cg = parent.as_ref().and_then(|p| p.cgroup.as_ref());
-            cgroups
-                .create(parent_cg, &format!("agent-{id}"), &cgroup_limits(&limits))
-                .map(|(cg, missing)| {
-                    let missing: Vec<String> = missing.into_iter().map(String::from).collect();
-                    (Some(cg), missing)
-                })
-                .map_err(|e| internal(format!("spawn {}: {e}", req.name)))
-        }
+        Some(cgroups) => cgroups
+            .create(
+                parent_cg.as_ref(),
+                &format!("agent-{id}"),
+                &cgroup_limits(&l.limits),
+            )
+            .map(|(cg, missing)| {
+                let missing: Vec<String> = missing.into_iter().map(String::from).collect();
+                (Some(cg), missing)
+            })
+            .map_err(|e| internal(format!("spawn {}: {e}", req.name))),
         None => Ok((None, vec!["memory".into(), "cpu".into(), "pids".into()])),
     };
-    if let Ok((cg, _)) = &made {
-        undo.cgroup = cg.clone();
-    }
+    let mut undo_cg = CgroupUndo {
+        id,
+        cgroup: made.as_ref().ok().and_then(|(cg, _)| cg.clone()),
+    };
     let t_cgroup = t0.elapsed();
     let pending = cloning
         .await
@@ -178,7 +318,7 @@ pub async fn spawn(
             return Err(e);
         }
     };
-    if limits.disk.is_some() && undo.work_mount.is_none() {
+    if l.limits.disk.is_some() && !work_mounted {
         not_applied.push("disk".into());
     }
     if !root && !req.network {
@@ -206,6 +346,7 @@ pub async fn spawn(
     .await
     .map_err(internal)?
     .map_err(|e| internal(format!("spawn {}: {e}", req.name)))?;
+    undo_cg.cgroup = None;
     tracing::debug!(
         agent = id,
         "spawn timing: prepared {t_prepared:?}, cgroup made {t_cgroup:?} (while cloning), \
@@ -232,74 +373,35 @@ pub async fn spawn(
             .map(String::from),
         );
     }
-    let isolation = isolation(&req, sandboxed, cgroup.as_ref(), &not_applied, agents);
-    let pid = started.pid;
-    let socket_stop = CancellationToken::new();
-    let agent = Arc::new(Agent {
-        id,
-        name: req.name.clone(),
-        uid,
-        owner_uid: if caller.agent {
-            parent.as_ref().map(|p| p.owner_uid).unwrap_or(caller.uid)
-        } else {
-            caller.uid
+    let isolation = isolation(req, sandboxed, cgroup.as_ref(), &not_applied, agents);
+    Ok(Launched {
+        run: Run {
+            pid: started.pid,
+            pidfd: Arc::new(started.pidfd),
+            cgroup,
+            isolation,
+            started: Instant::now(),
+            lifeline: std::sync::Mutex::new(started.lifeline),
+            mount_ns: std::sync::Mutex::new(started.mount_ns),
         },
-        pid,
-        parent: parent.as_ref().map(|p| p.id),
-        spec: req.clone(),
-        isolation: isolation.clone(),
-        started: Instant::now(),
-        cgroup,
-        pidfd: Arc::new(started.pidfd),
-        dir: dir.clone(),
-        work_mount: undo.work_mount.take(),
-        view: sandboxed.then(|| {
-            plan.binds
-                .iter()
-                .filter(|b| b.source != socket_path)
-                .cloned()
-                .collect()
-        }),
-        lifeline: std::sync::Mutex::new(started.lifeline),
-        mount_ns: std::sync::Mutex::new(started.mount_ns),
-        log,
-        socket_stop: socket_stop.clone(),
-        state: std::sync::Mutex::new(AgentState::Running),
-        exit: tokio::sync::watch::channel(None).0,
-        killing: std::sync::atomic::AtomicBool::new(false),
-    });
-    undo.disarm();
-    agents.insert(Arc::clone(&agent));
-    if let Some(listeners) = kernel.listeners.get() {
-        listeners.listen(listener, Identity::Agent(id), socket_stop);
-    }
-    exit::watch(
-        Arc::clone(&kernel.agents),
-        Arc::clone(&agent),
-        started.report,
-    );
-    agents.notify(LifecycleEvent::Spawned {
-        id,
-        name: req.name.clone(),
-        pid,
-    });
-    tracing::info!(
-        agent = id,
-        name = %req.name,
-        pid,
-        uid,
-        sandboxed,
-        not_applied = ?isolation.not_applied,
-        "agent started"
-    );
-    Ok(SpawnReply {
-        id,
-        name: req.name,
-        pid,
-        status: SpawnStatus::Running,
-        restart_policy: req.restart_policy,
-        isolation,
+        report: started.report,
     })
+}
+
+/// Removes the cgroup of a launch that failed, unless taken out first.
+struct CgroupUndo {
+    id: u32,
+    cgroup: Option<AgentCgroup>,
+}
+
+impl Drop for CgroupUndo {
+    fn drop(&mut self) {
+        if let Some(cg) = self.cgroup.take() {
+            if let Err(e) = cg.remove() {
+                tracing::warn!(agent = self.id, "undo launch: {e}");
+            }
+        }
+    }
 }
 
 fn validate_name(name: &str) -> Result<(), WireError> {
@@ -739,7 +841,6 @@ struct Undo<'a> {
     id: u32,
     dir: Option<PathBuf>,
     work_mount: Option<PathBuf>,
-    cgroup: Option<AgentCgroup>,
     armed: bool,
 }
 
@@ -751,7 +852,6 @@ impl<'a> Undo<'a> {
             id,
             dir: None,
             work_mount: None,
-            cgroup: None,
             armed: true,
         }
     }
@@ -765,11 +865,6 @@ impl Drop for Undo<'_> {
     fn drop(&mut self) {
         if !self.armed {
             return;
-        }
-        if let Some(cg) = self.cgroup.take() {
-            if let Err(e) = cg.remove() {
-                tracing::warn!(agent = self.id, "undo spawn: {e}");
-            }
         }
         if let Some(work) = self.work_mount.take() {
             let _ = nix::mount::umount2(&work, nix::mount::MntFlags::MNT_DETACH);

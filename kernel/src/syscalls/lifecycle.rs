@@ -105,13 +105,25 @@ pub async fn wait(
             None => return Err(e),
         },
     };
+    // A restarting agent has not exited: WAIT waits for its final exit.
     let reason = match req.timeout_ms {
         Some(ms) => tokio::time::timeout(Duration::from_millis(ms), agent.exited())
             .await
             .ok(),
         None => Some(agent.exited().await),
     };
-    Ok(reply(agent.id, reason.as_ref()))
+    let mut reply = reply(agent.id, reason.as_ref());
+    if reason.is_none() {
+        // Still alive: say how its last run ended when its policy restarted it.
+        if let Some(last) = agent.last_exit() {
+            reply.reason = Some(format!(
+                "not exited; restarted {} time(s), last exit: {}",
+                agent.restarts(),
+                last.describe()
+            ));
+        }
+    }
+    Ok(reply)
 }
 
 fn reply(id: u32, reason: Option<&ExitReason>) -> WaitReply {
