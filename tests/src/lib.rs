@@ -812,3 +812,77 @@ pub fn plan_step(
     let line = wait_output_line(kernel, id, &format!("STEP {step} "), limit)?;
     serde_json::from_str(&line).with_context(|| format!("STEP {step} of agent {id}: {line}"))
 }
+
+// Helpers for the restart tests.
+
+/// A SPAWN request for tests/python/agent_restarts.py named `name` following `plan` (see the
+/// script: one step per run, e.g. `"1,kill,0"`), under `policy`, with `restart_backoff_ms`.
+pub fn restart_request(
+    name: &str,
+    plan: &str,
+    policy: clove_abi::msg::RestartPolicy,
+    backoff_ms: u64,
+) -> SpawnRequest {
+    let mut req = spawn_request(name, "agent_restarts.py");
+    req.args = vec![plan.to_owned()];
+    req.restart_policy = policy;
+    req.restart_backoff_ms = Some(backoff_ms);
+    req
+}
+
+/// A JSON connection subscribed to the event types `types` (SUBSCRIBE, 0x60).
+pub fn subscribe_events(kernel: &Kernel, types: &[&str]) -> Result<JsonConn> {
+    let mut conn = JsonConn::open(kernel)?;
+    let r = conn.call(0x60, serde_json::json!({ "event_types": types }))?;
+    if r["success"] != true {
+        bail!("SUBSCRIBE {types:?}: {r}");
+    }
+    Ok(conn)
+}
+
+/// Polls `conn` for events (POLL_EVENTS, 0x62) and adds them to `all` until `pred` holds for
+/// them, or fails after `limit` with every event seen.
+pub fn gather_events(
+    conn: &mut JsonConn,
+    all: &mut Vec<serde_json::Value>,
+    limit: Duration,
+    pred: impl Fn(&[serde_json::Value]) -> bool,
+) -> Result<()> {
+    let start = Instant::now();
+    while !pred(all) {
+        if start.elapsed() > limit {
+            bail!(
+                "the events wanted did not come within {limit:?}; events: {}",
+                serde_json::Value::Array(all.clone())
+            );
+        }
+        let r = conn.call(0x62, serde_json::json!({"max": 100, "wait_ms": 300}))?;
+        if r["success"] != true {
+            bail!("POLL_EVENTS: {r}");
+        }
+        if let Some(events) = r["events"].as_array() {
+            all.extend(events.iter().cloned());
+        }
+    }
+    Ok(())
+}
+
+/// The events of agent `id` (by `data.agent_id`) of type `kind`, in order.
+pub fn events_of<'a>(
+    events: &'a [serde_json::Value],
+    id: u32,
+    kind: &str,
+) -> Vec<&'a serde_json::Value> {
+    events
+        .iter()
+        .filter(|e| e["type"] == kind && e["data"]["agent_id"].as_u64() == Some(u64::from(id)))
+        .collect()
+}
+
+/// LIST with `detail`: live and exited agents.
+pub fn list_detail(client: &mut Client) -> Result<Vec<AgentEntry>> {
+    Ok(client
+        .call(&ListRequest { detail: true })
+        .context("LIST detail")?
+        .0)
+}
