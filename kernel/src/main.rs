@@ -14,6 +14,7 @@ mod sandbox;
 mod server;
 mod state;
 mod state_dir;
+mod supervisor;
 mod syscalls;
 
 use std::process::ExitCode;

@@ -1,7 +1,7 @@
 //! Exit watching and restarts: one task per agent, for its whole life, waits on its current
 //! process's pidfd (no polling), reaps it, labels the exit (an OOM kill is read from the
 //! memory controller's own counter, never guessed from exit code 137), and asks the agent's
-//! restart policy ([`super::restart`]) what comes next:
+//! restart policy ([`crate::supervisor::restart`]) what comes next:
 //!
 //! * a final exit (policy `never`, a clean exit under `on-failure`, KILL, kernel shutdown):
 //!   cleans up what the agent held and moves it to the exited table;
@@ -24,9 +24,9 @@ use clove_abi::msg::AgentState;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::restart::Decision;
 use super::{spawn, Agent, Agents, ExitReason, LifecycleEvent, Run};
 use crate::sandbox::launch;
+use crate::supervisor::restart::Decision;
 
 /// Watches `agent` until it has exited for good, restarting it as its policy says. `report`
 /// is the init's report pipe of its first process (sandboxed agents).

@@ -1,6 +1,6 @@
 //! Agents: the table of running and exited agents, their identities, and the logic of the
 //! lifecycle syscalls (SPAWN in [`spawn`], KILL/PAUSE/RESUME in [`control`], exit handling
-//! and restarts in [`exit`], the restart policy's arithmetic in [`restart`]).
+//! and restarts in [`exit`]; the restart policy itself is [`crate::supervisor::restart`]).
 //!
 //! An agent is known by its id (from the kernel's one id space) for its whole life, restarts
 //! included; its name is unique among live agents and free again once it has exited for
@@ -12,7 +12,6 @@ pub mod exit;
 pub mod host;
 pub mod logs;
 pub mod plan;
-pub mod restart;
 pub mod spawn;
 pub mod uids;
 
@@ -201,7 +200,7 @@ pub struct Agent {
     /// Its state (RUNNING, PAUSED, STOPPING; STARTING while a restart is pending).
     state: Mutex<AgentState>,
     /// Restart bookkeeping.
-    supervision: Mutex<restart::Supervision>,
+    supervision: Mutex<crate::supervisor::restart::Supervision>,
     /// Set once, when it has exited for good.
     exit: watch::Sender<Option<ExitReason>>,
     /// KILL is in progress: no restart.

@@ -25,7 +25,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::logs::{AgentLog, LOG_MAX_BYTES};
 use super::plan::{self, Plan, PlanBind, PlanInput, Program};
-use super::restart::Supervision;
 use super::{exit, Agent, Agents, LifecycleEvent, Run};
 use crate::kernel::{Caller, Kernel};
 use crate::sandbox::cgroup::{AgentCgroup, CgroupLimits};
@@ -34,6 +33,7 @@ use crate::sandbox::launch::{LaunchSpec, ProcessSpec};
 use crate::sandbox::mounts::{BindMount, NewFile, RootPlan};
 use crate::sandbox::privileges::{LandlockStatus, Lockdown, Rlimits};
 use crate::server::Identity;
+use crate::supervisor::restart::Supervision;
 
 /// Bytes of the private /tmp and /dev/shm of a sandbox.
 const TMP_SIZE: u64 = 64 << 20;

@@ -3,7 +3,7 @@
 //! `restart_backoff_ms`, doubling per consecutive restart, capped at [`BACKOFF_CAP`], back to
 //! the initial delay once a run stayed up for a whole window).
 //!
-//! [`super::exit`] asks [`Supervision::decide`] after every exit of an agent whose policy is
+//! `agents::exit` asks [`Supervision::decide`] after every exit of an agent whose policy is
 //! not `never`, and carries the decision out.
 
 use std::collections::VecDeque;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use clove_abi::msg::{RestartPolicy, SpawnRequest};
 
-use super::ExitReason;
+use crate::agents::ExitReason;
 
 /// `restart_backoff_ms` default: 1 s before the first restart, as the original.
 pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(1000);
