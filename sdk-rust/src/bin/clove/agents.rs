@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clap::Args;
 use clove_sdk::msg::{
-    AgentEntry, AgentRef, ByteSize, Isolation, Limits, LogsReply, LogsRequest, SpawnReply,
-    SpawnRequest, WaitReply,
+    AgentEntry, AgentRef, ByteSize, Isolation, Limits, LogsReply, LogsRequest, RestartPolicy,
+    SpawnReply, SpawnRequest, WaitReply,
 };
 use clove_sdk::Client;
 
@@ -82,6 +82,19 @@ pub struct RunArgs {
     /// script itself
     #[arg(long, value_name = "PROGRAM")]
     pub interpreter: Option<String>,
+    /// Restart the agent when it ends: never, on-failure (a non-zero exit or a signal) or
+    /// always; OTP's temporary, transient, permanent also work [default: never]
+    #[arg(long, value_name = "POLICY", value_parser = parse_restart)]
+    pub restart: Option<RestartPolicy>,
+    /// Restarts allowed within --restart-window before the agent is given up on [default: 5]
+    #[arg(long, value_name = "N")]
+    pub max_restarts: Option<u32>,
+    /// The window of --max-restarts, in seconds [default: 300]
+    #[arg(long, value_name = "SECS", value_parser = parse_window)]
+    pub restart_window: Option<f64>,
+    /// Delay before the first restart in ms; it doubles per restart, up to 60 s [default: 1000]
+    #[arg(long, value_name = "MS")]
+    pub restart_backoff_ms: Option<u64>,
     /// An environment variable for the agent (repeatable)
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
@@ -98,6 +111,19 @@ pub fn parse_cpus(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(c) if c.is_finite() && c > 0.0 => Ok(c),
         _ => Err(format!("{s}: expected a positive number of CPUs, e.g. 0.5")),
+    }
+}
+
+fn parse_restart(s: &str) -> Result<RestartPolicy, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+        format!("{s}: expected never, on-failure or always (or temporary, transient, permanent)")
+    })
+}
+
+fn parse_window(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(w) if w.is_finite() && w > 0.0 => Ok(w),
+        _ => Err(format!("{s}: expected a positive number of seconds")),
     }
 }
 
@@ -131,6 +157,16 @@ pub fn spawn_request(args: &RunArgs, cwd: &Path) -> Result<SpawnRequest, String>
     req.interpreter = args.interpreter.clone();
     req.args = args.args.clone();
     req.env = args.env.iter().cloned().collect::<BTreeMap<_, _>>();
+    if let Some(policy) = args.restart {
+        req.restart_policy = policy;
+    }
+    if let Some(n) = args.max_restarts {
+        req.max_restarts = n;
+    }
+    if let Some(w) = args.restart_window {
+        req.restart_window = w;
+    }
+    req.restart_backoff_ms = args.restart_backoff_ms;
     if args.memory.is_some() || args.cpus.is_some() || args.pids.is_some() {
         let mut limits = Limits::default();
         if let Some(m) = args.memory {
@@ -471,6 +507,47 @@ mod tests {
         assert_eq!(exit_status(&w(None, Some(9))), 137);
         assert_eq!(exit_status(&w(None, Some(15))), 143);
         assert_eq!(exit_status(&w(None, None)), 1);
+    }
+
+    #[test]
+    fn restart_flags_reach_the_request() {
+        assert_eq!(parse_restart("on-failure"), Ok(RestartPolicy::OnFailure));
+        assert_eq!(parse_restart("permanent"), Ok(RestartPolicy::Always));
+        assert!(parse_restart("sometimes").is_err());
+        assert!(parse_window("0").is_err());
+        let args = RunArgs {
+            script: "w.py".into(),
+            name: None,
+            memory: None,
+            cpus: None,
+            pids: None,
+            network: false,
+            no_sandbox: false,
+            interpreter: None,
+            restart: Some(RestartPolicy::OnFailure),
+            max_restarts: Some(2),
+            restart_window: Some(10.0),
+            restart_backoff_ms: Some(200),
+            env: Vec::new(),
+            args: Vec::new(),
+        };
+        let req = spawn_request(&args, Path::new("/srv")).unwrap();
+        assert_eq!(req.restart_policy, RestartPolicy::OnFailure);
+        assert_eq!((req.max_restarts, req.restart_window), (2, 10.0));
+        assert_eq!(req.restart_backoff_ms, Some(200));
+        let plain = spawn_request(
+            &RunArgs {
+                restart: None,
+                max_restarts: None,
+                restart_window: None,
+                restart_backoff_ms: None,
+                ..args
+            },
+            Path::new("/srv"),
+        )
+        .unwrap();
+        assert_eq!(plain.restart_policy, RestartPolicy::Never);
+        assert_eq!(plain.max_restarts, 5);
     }
 
     #[test]
