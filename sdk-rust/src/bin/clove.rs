@@ -125,7 +125,7 @@ enum Command {
         after_help = "Examples:\n  clove run worker.py\n  clove run worker.py --name w1 --memory 128M --cpus 0.25 --pids 32\n  clove run tool.sh --interpreter /bin/sh -- --verbose input.txt"
     )]
     Run(RunArgs),
-    /// List the live agents (LIST): ID NAME PID STATE UPTIME
+    /// List the live agents (LIST): ID NAME PID STATE UPTIME RESTARTS
     Ps {
         /// Also the exited agents the kernel remembers, with how they ended
         #[arg(short, long)]

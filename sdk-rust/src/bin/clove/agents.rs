@@ -307,11 +307,12 @@ pub fn ps(client: &mut Client, out: &mut impl Write, json: bool, all: bool) -> R
     Ok(())
 }
 
-/// `clove ps`'s table, by id; with `all`, an EXIT column for agents that have exited.
+/// `clove ps`'s table, by id: RESTARTS counts the restarts by the agent's policy; with
+/// `all`, an EXIT column says how an exited agent ended (or a restarted one's last run).
 pub fn ps_table(rows: &[AgentEntry], all: bool) -> String {
     let mut rows: Vec<&AgentEntry> = rows.iter().collect();
     rows.sort_by_key(|r| r.id);
-    let mut headers = vec!["ID", "NAME", "PID", "STATE", "UPTIME"];
+    let mut headers = vec!["ID", "NAME", "PID", "STATE", "UPTIME", "RESTARTS"];
     if all {
         headers.push("EXIT");
     }
@@ -326,6 +327,7 @@ pub fn ps_table(rows: &[AgentEntry], all: bool) -> String {
                 (true, Some(ms)) => uptime(ms),
                 _ => "-".to_owned(),
             },
+            r.restarts.unwrap_or(0).to_string(),
         ];
         if all {
             cells.push(r.exit.clone().unwrap_or_else(|| "-".into()));
@@ -548,6 +550,41 @@ mod tests {
         .unwrap();
         assert_eq!(plain.restart_policy, RestartPolicy::Never);
         assert_eq!(plain.max_restarts, 5);
+    }
+
+    #[test]
+    fn ps_shows_restarts_and_with_all_the_exit() {
+        let row = |id, name: &str, restarts, exit: Option<&str>| AgentEntry {
+            id,
+            name: name.into(),
+            pid: 100 + id as i32,
+            running: exit.is_none(),
+            restarts,
+            exit: exit.map(String::from),
+            ..AgentEntry::default()
+        };
+        let rows = [
+            row(9, "worker", Some(3), None),
+            row(2, "done", None, Some("exited with code 0")),
+        ];
+        let table = ps_table(&rows, true);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].contains("RESTARTS") && lines[0].ends_with("EXIT"),
+            "{table}"
+        );
+        // Sorted by id; a row without a count shows 0.
+        assert!(
+            lines[1].starts_with('2') && lines[1].contains("exited with code 0"),
+            "{table}"
+        );
+        let cells: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            (cells[0], cells[1], cells[cells.len() - 2]),
+            ("9", "worker", "3"),
+            "{table}"
+        );
+        assert!(!ps_table(&rows, false).contains("EXIT"));
     }
 
     #[test]
