@@ -157,18 +157,18 @@ fn ps_prints_a_table_sorted_by_id() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out,
-        "ID  NAME             PID   STATE    UPTIME\n\
-         7   worker           4242  RUNNING  3m07s\n\
-         12  database-writer  4300  PAUSED   2h05m\n"
+        "ID  NAME             PID   STATE    UPTIME  RESTARTS\n\
+         7   worker           4242  RUNNING  3m07s   0\n\
+         12  database-writer  4300  PAUSED   2h05m   0\n"
     );
     let (code, out, _) = clove(&kernel, &["ps", "--all"]);
     assert_eq!(code, 0);
     assert_eq!(
         out,
-        "ID  NAME             PID   STATE    UPTIME  EXIT\n\
-         3   old              4100  STOPPED  -       exited with code 0\n\
-         7   worker           4242  RUNNING  3m07s   -\n\
-         12  database-writer  4300  PAUSED   2h05m   -\n"
+        "ID  NAME             PID   STATE    UPTIME  RESTARTS  EXIT\n\
+         3   old              4100  STOPPED  -       0         exited with code 0\n\
+         7   worker           4242  RUNNING  3m07s   0         -\n\
+         12  database-writer  4300  PAUSED   2h05m   0         -\n"
     );
     let (code, out, _) = clove(&kernel, &["ps", "--json"]);
     assert_eq!(code, 0);
