@@ -48,6 +48,7 @@ mod bench {
     pub mod echo;
     pub mod epoll_echo;
     pub mod procfs;
+    pub mod restart;
     pub mod stats;
 
     /// One progress line on stderr.
@@ -75,6 +76,7 @@ use bench::echo::EchoServer;
 use bench::epoll_echo;
 use bench::procfs::{proc_status, ProcStatus};
 use bench::progress;
+use bench::restart::{self, RestartResult};
 use bench::stats::{median, summarize, Summary};
 
 /// The project's goals, reported against.
@@ -224,12 +226,14 @@ enum Part {
     State,
     /// EMIT fan-out to `--subscribers` subscribers.
     Events,
+    /// A crashing agent restarted by its policy with zero backoff, against a fresh SPAWN.
+    Restart,
 }
 
 impl Part {
     /// Every part, in the order they run: NOOP first, then the parts that start no agent,
     /// then the agent parts.
-    const ALL: [Part; 7] = [
+    const ALL: [Part; 8] = [
         Part::Noop,
         Part::Msgs,
         Part::State,
@@ -237,13 +241,20 @@ impl Part {
         Part::Spawn,
         Part::Kill,
         Part::Idle,
+        Part::Restart,
     ];
     /// What a run without part arguments measures.
-    const DEFAULT: [Part; 4] = [Part::Noop, Part::Spawn, Part::Kill, Part::Idle];
+    const DEFAULT: [Part; 5] = [
+        Part::Noop,
+        Part::Spawn,
+        Part::Kill,
+        Part::Idle,
+        Part::Restart,
+    ];
 
     /// Whether the part starts sandboxed agents (and so needs root).
     fn needs_root(self) -> bool {
-        matches!(self, Part::Spawn | Part::Kill | Part::Idle)
+        matches!(self, Part::Spawn | Part::Kill | Part::Idle | Part::Restart)
     }
 
     fn name(self) -> &'static str {
@@ -255,6 +266,7 @@ impl Part {
             Part::Spawn => "spawn",
             Part::Kill => "kill",
             Part::Idle => "idle",
+            Part::Restart => "restart",
         }
     }
 }
@@ -516,6 +528,7 @@ struct AgentResults {
     spawn: Option<SpawnResult>,
     kill: Option<KillResult>,
     idle: Option<IdleResult>,
+    restart: Option<RestartResult>,
     /// Parts asked for but not run, and why.
     skipped: Vec<(Part, String)>,
 }
@@ -565,6 +578,12 @@ fn run_agent_parts(cfg: &Config, run: &[Part]) -> Result<AgentResults> {
             Part::Kill => {
                 out.kill = Some(
                     agents::measure_kill(&kernel, g, &script.path).context("KILL measurement")?,
+                );
+            }
+            Part::Restart => {
+                out.restart = Some(
+                    restart::measure_restart(&kernel, g.spawn_runs)
+                        .context("restart measurement")?,
                 );
             }
             Part::Idle => {
@@ -1393,6 +1412,9 @@ impl Report {
         if let Some(i) = &a.idle {
             print_idle(i, &c.agents.python);
         }
+        if let Some(r) = &a.restart {
+            print_restart(r);
+        }
         if !a.skipped.is_empty() {
             println!();
         }
@@ -1472,6 +1494,18 @@ impl Report {
         if let Some(i) = &a.idle {
             out.insert("idle_agents".into(), idle_json(i));
         }
+        if let Some(r) = &a.restart {
+            out.insert(
+                "restart".into(),
+                json!({
+                    "runs": r.runs,
+                    "crash_to_running": summary_ms(&r.restart),
+                    "fresh_spawn_reply": summary_ms(&r.spawn),
+                    "p50_restart_over_spawn": round3(r.restart.p50_ns / r.spawn.p50_ns),
+                    "untimed_pairs": r.untimed,
+                }),
+            );
+        }
         if !a.skipped.is_empty() {
             out.insert(
                 "skipped".into(),
@@ -1535,6 +1569,23 @@ fn describe_isolation(i: &clove_abi::msg::Isolation) -> String {
         text.push_str(&format!("; not applied: {}", i.not_applied.join(", ")));
     }
     text
+}
+
+fn print_restart(r: &RestartResult) {
+    println!();
+    println!(
+        "RESTART: a sandboxed agent that exits 1 at once, restarted by on-failure with zero \
+         backoff; {} restarts timed from its exit event to its next AGENT_SPAWNED ({} pairs in \
+         one poll not timed)",
+        r.runs, r.untimed
+    );
+    summary_header();
+    summary_row("kernel: crash → running again", &r.restart);
+    summary_row("baseline: SPAWN of the same script → reply", &r.spawn);
+    println!(
+        "  ratio restart / fresh SPAWN (same run): p50 {:.2}x",
+        r.restart.p50_ns / r.spawn.p50_ns
+    );
 }
 
 fn print_spawn(s: &SpawnResult) {
