@@ -15,13 +15,15 @@
 //!   state changes, messages reaching its mailbox).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clove_abi::codec::Json;
 use clove_abi::msg::{Event, EventType};
 use clove_abi::{ErrorCode, WireError};
 use tokio::sync::Notify;
+
+use crate::sync::lock;
 
 /// The longest custom event type name.
 pub const MAX_NAME: usize = 128;
@@ -67,10 +69,6 @@ pub struct Polled {
     pub events: Vec<Event>,
     /// Events dropped since the previous poll (the queue was full).
     pub dropped: u64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Milliseconds since the Unix epoch.

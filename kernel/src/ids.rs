@@ -8,7 +8,9 @@
 //! block any earlier kernel took.
 
 use std::ops::Range;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
+
+use crate::sync::lock;
 
 /// Where blocks of ids come from (durably reserved before they are handed out).
 pub type IdSource = Box<dyn Fn(u32) -> anyhow::Result<Range<u32>> + Send + Sync>;
@@ -30,10 +32,6 @@ impl std::fmt::Debug for IdSpace {
             .field("durable", &self.source.is_some())
             .finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl IdSpace {

@@ -12,13 +12,15 @@
 //! * Every message carries the sender's id as the kernel established it, and its name.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clove_abi::codec::Json;
 use clove_abi::msg::IpcMessage;
 use clove_abi::{ErrorCode, WireError};
 use tokio::sync::Notify;
+
+use crate::sync::lock;
 
 /// Mailbox bounds.
 #[derive(Debug, Clone, Copy)]
@@ -76,10 +78,6 @@ pub struct Sender {
     pub id: u32,
     /// Its name: the first one it registered, else its agent name, else empty.
     pub name: Arc<str>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Checks a name given to REGISTER.

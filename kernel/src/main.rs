@@ -15,6 +15,7 @@ mod server;
 mod state;
 mod state_dir;
 mod supervisor;
+mod sync;
 mod syscalls;
 
 use std::process::ExitCode;

@@ -78,7 +78,7 @@ impl AgentLog {
     }
 
     fn positions(&self) -> Positions {
-        *self.pos.lock().unwrap_or_else(|e| e.into_inner())
+        *crate::sync::lock(&self.pos)
     }
 
     /// Appends a line of the kernel's own (a restart marker) between two runs' output.
@@ -139,7 +139,7 @@ impl AgentLog {
     /// Appends `bytes`, rotating whenever the current file would pass the cap. A chunk is
     /// cut at its last newline that still fits, so lines stay whole within a file.
     fn append(&self, file: &mut File, mut bytes: &[u8]) -> io::Result<()> {
-        let mut pos = self.pos.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pos = crate::sync::lock(&self.pos);
         while !bytes.is_empty() {
             let mut room = self.max.saturating_sub(pos.written - pos.current);
             if room == 0 {

@@ -18,7 +18,7 @@ pub mod uids;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use clove_abi::msg::{AgentEntry, AgentRef, AgentState, Isolation, SpawnRequest};
@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::sandbox::cgroup::{AgentCgroup, Cgroups};
 use crate::sandbox::interpreter::Interpreter;
 use crate::sandbox::launch::Launcher;
+pub(crate) use crate::sync::lock;
 use uids::UidBlock;
 
 /// How many exited agents the table remembers.
@@ -364,11 +365,6 @@ impl std::fmt::Debug for Observers {
 /// Something told of lifecycle events (the event bus, the mailboxes). Called synchronously
 /// from the agent's task, so what it does must be quick and must not block.
 pub type Observer = Box<dyn Fn(&LifecycleEvent) + Send + Sync>;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves plain data behind; keep serving.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 impl Agents {
     /// The agents of a kernel whose host side is `host`; `observers` are told of every
