@@ -71,6 +71,14 @@ pub struct Ipc {
     limits: MailboxLimits,
 }
 
+/// What one try at delivery did.
+enum Delivery {
+    /// The messages are in the mailbox.
+    Done,
+    /// No room: the error to give, and the signal that room was made.
+    Full(WireError, Arc<Notify>),
+}
+
 /// A message's sender.
 #[derive(Debug, Clone)]
 pub struct Sender {
@@ -186,61 +194,75 @@ impl Ipc {
         }
         let deadline = wait.map(|w| tokio::time::Instant::now() + w);
         let mut messages = Some(messages);
+        // The common case: one lock, room, delivered.
+        let (mut full, room) = match self.deliver(from, to, &mut messages, bytes, live_agent)? {
+            Delivery::Done => return Ok(n),
+            Delivery::Full(full, room) => (full, room),
+        };
+        let Some(deadline) = deadline else {
+            return Err(full);
+        };
         loop {
-            // Registered for a wake-up before the check, so room made between the check and
+            // Registered for a wake-up before trying again, so room made between that try and
             // the wait is not missed (`notify_waiters` only wakes registered waiters).
-            let room = self.room_of(to);
             let notified = room.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let full = {
-                let mut inner = lock(&self.inner);
-                if !inner.operators.contains(&to) && !live_agent(to) {
-                    inner.boxes.remove(&to);
-                    return Err(WireError::new(
-                        ErrorCode::NotFound,
-                        format!("{to} is gone: no live agent or open connection has that id"),
-                    ));
-                }
-                let b = inner.boxes.entry(to).or_default();
-                if b.queue.len() + n <= self.limits.messages && b.bytes + bytes <= self.limits.bytes
-                {
-                    let now = Instant::now();
-                    let each = bytes / n.max(1);
-                    for message in messages.take().into_iter().flatten() {
-                        b.queue.push_back(Queued {
-                            from: from.id,
-                            from_name: Arc::clone(&from.name),
-                            message,
-                            bytes: each,
-                            at: now,
-                        });
-                    }
-                    b.bytes += each * n;
-                    b.arrived.notify_one();
-                    return Ok(n);
-                }
-                WireError::new(
-                    ErrorCode::LimitExceeded,
-                    format!(
-                        "mailbox of {to} is full ({} messages, {} bytes waiting)",
-                        b.queue.len(),
-                        b.bytes
-                    ),
-                )
-            };
-            let Some(deadline) = deadline else {
-                return Err(full);
-            };
+            match self.deliver(from, to, &mut messages, bytes, live_agent)? {
+                Delivery::Done => return Ok(n),
+                Delivery::Full(again, _) => full = again,
+            }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Err(full);
             }
         }
     }
 
-    /// The "room" signal of `to`'s mailbox (made if it has none yet).
-    fn room_of(&self, to: u32) -> Arc<Notify> {
-        Arc::clone(&lock(&self.inner).boxes.entry(to).or_default().room)
+    /// One try at putting `messages` in `to`'s mailbox, under one lock: delivered (and
+    /// `messages` taken), or full (with the error to give and the mailbox's "room" signal).
+    fn deliver(
+        &self,
+        from: &Sender,
+        to: u32,
+        messages: &mut Option<Vec<Json>>,
+        bytes: usize,
+        live_agent: &(dyn Fn(u32) -> bool + Send + Sync),
+    ) -> Result<Delivery, WireError> {
+        let n = messages.as_ref().map_or(0, Vec::len);
+        let mut inner = lock(&self.inner);
+        if !inner.operators.contains(&to) && !live_agent(to) {
+            inner.boxes.remove(&to);
+            return Err(WireError::new(
+                ErrorCode::NotFound,
+                format!("{to} is gone: no live agent or open connection has that id"),
+            ));
+        }
+        let b = inner.boxes.entry(to).or_default();
+        if b.queue.len() + n > self.limits.messages || b.bytes + bytes > self.limits.bytes {
+            let full = WireError::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "mailbox of {to} is full ({} messages, {} bytes waiting)",
+                    b.queue.len(),
+                    b.bytes
+                ),
+            );
+            return Ok(Delivery::Full(full, Arc::clone(&b.room)));
+        }
+        let now = Instant::now();
+        let each = bytes / n.max(1);
+        for message in messages.take().into_iter().flatten() {
+            b.queue.push_back(Queued {
+                from: from.id,
+                from_name: Arc::clone(&from.name),
+                message,
+                bytes: each,
+                at: now,
+            });
+        }
+        b.bytes += each * n;
+        b.arrived.notify_one();
+        Ok(Delivery::Done)
     }
 
     /// RECV: takes up to `max` messages from `id`'s mailbox, oldest first; when it is empty,

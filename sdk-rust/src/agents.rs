@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use clove_abi::msg::{AgentRef, KillRequest, PauseRequest, ResumeRequest, WaitRequest};
 
-/// `(id, name)` of a request that names an agent: exactly one of them is set.
-fn target(agent: AgentRef<'_>) -> (Option<u32>, Option<String>) {
+/// `(id, name)` of a request that names an agent (or a recipient): exactly one of them is
+/// set.
+pub(crate) fn target(agent: AgentRef<'_>) -> (Option<u32>, Option<String>) {
     match agent {
         AgentRef::Id(id) => (Some(id), None),
         AgentRef::Name(name) => (None, Some(name.to_owned())),

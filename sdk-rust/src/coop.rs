@@ -6,18 +6,10 @@ use std::time::Duration;
 use clove_abi::msg::{AgentRef, RecvRequest, SendBatchRequest, SendRequest};
 use clove_abi::Json;
 
-use crate::agents::millis;
-
-/// `(to, to_name)` of a request that names a recipient.
-fn recipient(to: AgentRef<'_>) -> (Option<u32>, Option<String>) {
-    match to {
-        AgentRef::Id(id) => (Some(id), None),
-        AgentRef::Name(name) => (None, Some(name.to_owned())),
-    }
-}
+use crate::agents::{millis, target as recipient};
 
 /// A wait as whole milliseconds for the wire (`None`: answer at once).
-fn wait_ms(wait: Option<Duration>) -> Option<u64> {
+pub(crate) fn wait_ms(wait: Option<Duration>) -> Option<u64> {
     wait.map(millis)
 }
 
@@ -152,7 +144,7 @@ macro_rules! coop_methods {
         ) -> Result<$crate::msg::PollEventsReply, $crate::Error> {
             let req = $crate::msg::PollEventsRequest {
                 max,
-                wait_ms: wait.map($crate::agents::millis),
+                wait_ms: $crate::coop::wait_ms(wait),
             };
             self.call(&req)$($await)*
         }
