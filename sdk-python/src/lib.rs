@@ -12,8 +12,9 @@
 //!   asyncio (the I/O runs on a tokio runtime owned by the extension).
 //! * Requests and replies travel as JSON, the original's codec, so a reply reaches Python
 //!   exactly as the kernel wrote it for the original SDK: same keys, same omissions, same
-//!   per-opcode error shapes. Python values become JSON through `pythonize`, and JSON replies
-//!   become Python values through it.
+//!   per-opcode error shapes. The Python layer encodes requests with `json.dumps`, as the
+//!   original did (so values JSON cannot carry raise `TypeError`); JSON replies become Python
+//!   values through `pythonize`, transcoded in one pass.
 //! * Failures of the connection itself become Python's own exceptions: `OSError` subclasses with
 //!   the errno (`FileNotFoundError`, `ConnectionRefusedError`, `BrokenPipeError`, ...),
 //!   `TimeoutError`, `ConnectionError` for a stream that went out of step, `ValueError` for a
@@ -28,27 +29,6 @@ use clove_sdk::{AsyncClient, Client, Codec, Error, Opcode, RawReply, WireError};
 use pyo3::exceptions::{PyConnectionError, PyOSError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
-
-/// The JSON payload of a request: `None` sends an empty payload (the original's `{}`), `bytes`
-/// and `str` go as they are, anything else is converted to JSON.
-fn request_payload(request: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
-    if request.is_none() {
-        return Ok(Vec::new());
-    }
-    if let Ok(bytes) = request.cast::<PyBytes>() {
-        return Ok(bytes.as_bytes().to_vec());
-    }
-    if let Ok(text) = request.cast::<PyString>() {
-        return Ok(text.to_cow()?.as_bytes().to_vec());
-    }
-    // Transcoded straight from Python objects to JSON text: no intermediate value, and the
-    // order of a dict's keys is kept.
-    let mut json = Vec::with_capacity(128);
-    let mut from = pythonize::Depythonizer::from_object(request);
-    serde_transcode::transcode(&mut from, &mut serde_json::Serializer::new(&mut json))
-        .map_err(|e| PyValueError::new_err(format!("request is not JSON: {e}")))?;
-    Ok(json)
-}
 
 /// A JSON reply as a Python value. A payload that is not JSON (EXIT's `goodbye`) comes back as
 /// text, and text that is not UTF-8 as bytes: the caller sees what the kernel said.
@@ -205,14 +185,15 @@ impl Connection {
         self.with_client(py, |c| c.set_timeout(timeout))
     }
 
-    /// Sends one JSON request and returns the reply as a Python value (a dict, or LIST's list).
+    /// Sends one request (its JSON text, encoded by the Python layer with `json.dumps` as the
+    /// original SDK did; empty means `{}`) and returns the reply as a Python value (a dict, or
+    /// LIST's list).
     fn call_json<'py>(
         &self,
         py: Python<'py>,
         opcode: u8,
-        request: &Bound<'py, PyAny>,
+        payload: Vec<u8>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let payload = request_payload(request)?;
         let reply = self.with_client(py, |c| c.call_raw(Codec::Json, opcode, &payload))?;
         reply_value(py, &reply.payload)
     }
@@ -260,7 +241,7 @@ impl Connection {
 type SharedAsync = Arc<tokio::sync::Mutex<Option<AsyncClient>>>;
 
 /// A connection to the Clove kernel for asyncio: `await AsyncConnection.connect(path)`, then
-/// `await conn.call_json(opcode, request)`. Calls on one connection run one at a time, in the
+/// `await conn.call_json(opcode, payload)`. Calls on one connection run one at a time, in the
 /// order they were made.
 #[pyclass(module = "clove_sdk._native", frozen)]
 struct AsyncConnection {
@@ -326,14 +307,14 @@ impl AsyncConnection {
         *lock(&self.agent_id)
     }
 
-    /// Sends one JSON request; the awaitable gives the reply as a Python value.
+    /// Sends one request (JSON text, as `Connection.call_json`); the awaitable gives the reply
+    /// as a Python value.
     fn call_json<'py>(
         &self,
         py: Python<'py>,
         opcode: u8,
-        request: &Bound<'py, PyAny>,
+        payload: Vec<u8>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let payload = request_payload(request)?;
         // The reply becomes a Python value once the GIL is held again, after the I/O.
         self.run(py, move |c| {
             Box::pin(async move {
