@@ -144,6 +144,9 @@ async fn watch_resources(kernel: Arc<Kernel>) {
         }
         let live = kernel.agents.live();
         warned.retain(|(id, _)| live.iter().any(|a| a.id == *id));
+        if live.is_empty() {
+            continue;
+        }
         // The cgroupfs reads block (a few µs each, two per agent): off the async workers.
         let Ok(usage) = tokio::task::spawn_blocking(move || read_usage(&live)).await else {
             continue;

@@ -39,13 +39,20 @@ def test_hello_agent(agents, slow_client):
     assert "hello from agent" in out and "kernel" in out
 
 
-def test_heartbeat_worker_beats_and_stores(agents, slow_client, kernel):
+def test_heartbeat_worker_beats_and_stores(agents, slow_client):
     name = agents.name("beat")
-    code, out = run(agents, slow_client, "heartbeat_worker.py", name,
-                    ["--beats", "3", "--interval", "0.05"])
-    assert code == 0, out
+    # Heartbeat keys live for 10 intervals: 3 s here, long enough to read after the exit.
+    r = agents.track(slow_client.spawn(name, str(AGENTS / "heartbeat_worker.py"),
+                                       args=["--beats", "3", "--interval", "0.3"]))
+    done = slow_client.wait(agent_id=r["id"], timeout=60)
+    out = slow_client.logs(agent_id=r["id"], lines=1000)["text"]
+    assert done.get("exit_code") == 0, out
     assert [l for l in out.splitlines() if l.startswith("heartbeat ")][-1].startswith("heartbeat 3 ")
     assert "stopping after 3 beats" in out
+    assert "no state store" not in out
+    beat = slow_client.fetch(f"heartbeat/{r['id']}")
+    assert beat["exists"] is True, beat
+    assert beat["value"]["beat"] == 3 and beat["value"]["work_done"] == 3, beat
 
 
 @pytest.mark.parametrize("mode,code", [("error", 1), ("clean", 0)])
