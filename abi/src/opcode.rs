@@ -147,6 +147,12 @@ opcodes! {
     Logs = 0xD1 => "LOGS",
     /// Ours: several messages to one mailbox in one request.
     SendBatch = 0xD2 => "SEND_BATCH",
+    /// Ours: create a supervisor group.
+    GroupCreate = 0xD3 => "GROUP_CREATE",
+    /// Ours: list supervisor groups with their children.
+    GroupList = 0xD4 => "GROUP_LIST",
+    /// Ours: stop a supervisor group's tree for good.
+    GroupStop = 0xD5 => "GROUP_STOP",
     /// Report LLM usage an SDK incurred itself.
     LlmReport = 0xF0 => "LLM_REPORT",
     /// Handshake: protocol version and features.
@@ -208,8 +214,8 @@ mod tests {
             .map(|o| o.as_u8())
             .filter(|b| (EXTENSION_FIRST..=EXTENSION_LAST).contains(b))
             .collect();
-        assert_eq!(ours, [0xD0, 0xD1, 0xD2]);
-        assert_eq!(Opcode::ALL.len(), 57);
+        assert_eq!(ours, [0xD0, 0xD1, 0xD2, 0xD3, 0xD4, 0xD5]);
+        assert_eq!(Opcode::ALL.len(), 60);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The kernel's shared state, handed to every connection and handler.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use clove_abi::msg::EventType;
 use serde_json::json;
@@ -13,6 +14,7 @@ use crate::ids::IdSpace;
 use crate::ipc::{Ipc, MailboxLimits};
 use crate::server::Listeners;
 use crate::state::{StateChange, StateLimits, StateStore};
+use crate::supervisor::group::Groups;
 
 /// Everything handlers share. Subsystems (agents, state, events, ...) join here as they land.
 #[derive(Debug)]
@@ -23,6 +25,8 @@ pub struct Kernel {
     pub ids: IdSpace,
     /// The agents.
     pub agents: Arc<Agents>,
+    /// Supervisor groups.
+    pub groups: Arc<Groups>,
     /// The event bus.
     pub events: Arc<Events>,
     /// Mailboxes and registered names.
@@ -63,9 +67,11 @@ impl Kernel {
             publish_lifecycle(Arc::clone(&events)),
             release_on_exit(Arc::clone(&ipc), Arc::clone(&events), Arc::clone(&state)),
         ];
+        let agents = Arc::new(Agents::new(host, observers));
         Ok(Kernel {
+            groups: Groups::new(Arc::clone(&agents), config.kill_grace),
             config,
-            agents: Arc::new(Agents::new(host, observers)),
+            agents,
             events,
             ipc,
             state,
@@ -119,6 +125,30 @@ impl Kernel {
                 }
             }
         });
+    }
+}
+
+impl Kernel {
+    /// Stops every agent at shutdown: supervisor groups stop their trees (children in
+    /// reverse start order, each with its grace; independent groups in parallel) while the
+    /// agents outside groups stop all at once. Whatever a group has not stopped within
+    /// [`Kernel::group_shutdown_limit`] is then killed at once: the shutdown never hangs.
+    pub async fn stop_agents(&self) {
+        self.agents.begin_shutdown();
+        let grace = self.config.kill_grace;
+        let limit = self.group_shutdown_limit();
+        let groups = tokio::time::timeout(limit, self.groups.shutdown());
+        let ungrouped = self.agents.stop_all(grace, |a| a.group.is_none());
+        let (groups, ()) = tokio::join!(groups, ungrouped);
+        if groups.is_err() {
+            tracing::warn!("groups still stopping after {limit:?}; killing what is left");
+        }
+        self.agents.shutdown(Duration::ZERO).await;
+    }
+
+    /// The longest the ordered stop of the groups may take at shutdown.
+    pub fn group_shutdown_limit(&self) -> Duration {
+        (self.config.kill_grace * 4).max(Duration::from_secs(30))
     }
 }
 
@@ -213,7 +243,7 @@ fn publish_change(events: &Events, c: &StateChange) {
 }
 
 /// Publishes AGENT_SPAWNED, AGENT_EXITED (and RESOURCE_WARNING for an OOM kill),
-/// AGENT_RESTARTING, AGENT_ESCALATED, AGENT_PAUSED and AGENT_RESUMED.
+/// AGENT_RESTARTING, AGENT_ESCALATED, GROUP_ESCALATED, AGENT_PAUSED and AGENT_RESUMED.
 fn publish_lifecycle(events: Arc<Events>) -> Observer {
     Box::new(move |event| match event {
         LifecycleEvent::Spawned {
@@ -279,6 +309,26 @@ fn publish_lifecycle(events: Arc<Events>) -> Observer {
                 Audience::Everyone,
             );
         }
+        LifecycleEvent::GroupEscalated {
+            group,
+            parent,
+            restarts,
+            intensity,
+            period,
+            gave_up,
+        } => events.kernel(
+            EventType::GroupEscalated,
+            crate::supervisor::group::escalated_event(
+                group,
+                parent.as_deref(),
+                *restarts,
+                *intensity,
+                *period,
+                *gave_up,
+            ),
+            0,
+            Audience::Everyone,
+        ),
         LifecycleEvent::Paused { id, name } => events.kernel(
             EventType::AgentPaused,
             json!({"agent_id": id, "name": name}),

@@ -136,7 +136,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         );
         kernel.start_background().await;
         let served = server::serve(Arc::clone(&kernel), sockets, shutdown).await;
-        kernel.agents.shutdown(kernel.config.kill_grace).await;
+        kernel.stop_agents().await;
         // Last: every STORE that replied is already durable; this stops the writer cleanly.
         kernel.state.shutdown().await;
         served

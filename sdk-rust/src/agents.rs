@@ -135,6 +135,39 @@ macro_rules! agent_methods {
         ) -> Result<$crate::msg::LogsReply, $crate::Error> {
             self.call(req)$($await)*
         }
+
+        /// GROUP_CREATE: a supervisor group (strategy, intensity within a period, parent);
+        /// agents join it with SPAWN's `group`.
+        pub $($async_kw)? fn group_create(
+            &mut self,
+            req: &$crate::msg::GroupCreateRequest,
+        ) -> Result<$crate::msg::GroupInfo, $crate::Error> {
+            self.call(req)$($await)*.map(|r| r.group)
+        }
+
+        /// GROUP_LIST: every group in creation order (with its children in start order), or
+        /// the one named.
+        pub $($async_kw)? fn group_list(
+            &mut self,
+            name: Option<&str>,
+        ) -> Result<Vec<$crate::msg::GroupInfo>, $crate::Error> {
+            let req = $crate::msg::GroupListRequest {
+                name: name.map(str::to_owned),
+            };
+            self.call(&req)$($await)*.map(|r| r.groups)
+        }
+
+        /// GROUP_STOP: stops the group's tree for good (reverse start order, each child with
+        /// its grace) and removes it; the reply comes once everything is down.
+        pub $($async_kw)? fn group_stop(
+            &mut self,
+            name: &str,
+        ) -> Result<$crate::msg::GroupStopReply, $crate::Error> {
+            let req = $crate::msg::GroupStopRequest {
+                name: name.to_owned(),
+            };
+            self.call(&req)$($await)*
+        }
     };
 }
 pub(crate) use agent_methods;

@@ -8,6 +8,8 @@ plan in sys.argv[2] says (runs past the end repeat the last step):
 * `kill`: sends itself SIGKILL;
 * `sleep`: sleeps until killed;
 * `up:<s>`: stays up <s> seconds, then exits with code 1;
+* `term`: sleeps until SIGTERM, then prints `TERM <unix time in ns>`, takes 0.3 s more and
+  exits 0 (the supervision tests read the order in which agents were stopped);
 * `state`: the agent-scoped key `runs` tells a first run from a later one: when it is
   missing, STOREs it (scope agent) and exits 1; when present, prints `STATE <value>`,
   RECVs one message (waiting up to 30 s), prints `GOT <message JSON>` and exits 0.
@@ -81,6 +83,15 @@ def main():
     if step == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     if step == "sleep":
+        while True:
+            time.sleep(3600)
+    if step == "term":
+        def on_term(*_):
+            print("TERM %d" % time.time_ns(), flush=True)
+            time.sleep(0.3)
+            sys.exit(0)
+
+        signal.signal(signal.SIGTERM, on_term)
         while True:
             time.sleep(3600)
     if step.startswith("up:"):

@@ -361,6 +361,14 @@ pub fn run_to_exit(cmd: &mut Command, limit: Duration) -> Result<(ExitStatus, St
 }
 
 impl Kernel {
+    /// Sends `sig` (once) and waits up to `limit` for the exit, keeping the state dir for a
+    /// look afterwards.
+    pub fn signal_and_keep(&mut self, sig: libc::c_int, limit: Duration) -> Result<ExitStatus> {
+        let mut child = self.child.take().context("kernel already stopped")?;
+        signal(&child, sig);
+        wait_timeout(&mut child, limit)
+    }
+
     /// Sends `sig` (once) and waits up to 10 s for the exit; returns the status and the
     /// captured stderr (empty unless `capture_stderr`).
     pub fn signal_and_wait(mut self, sig: libc::c_int) -> Result<(ExitStatus, String)> {
@@ -885,4 +893,50 @@ pub fn list_detail(client: &mut Client) -> Result<Vec<AgentEntry>> {
         .call(&ListRequest { detail: true })
         .context("LIST detail")?
         .0)
+}
+
+/// A supervisor-group member running tests/python/agent_restarts.py with `plan`, under
+/// `policy`, in `group` (backoff 100 ms).
+pub fn group_member(
+    name: &str,
+    group: &str,
+    plan: &str,
+    policy: clove_abi::msg::RestartPolicy,
+) -> SpawnRequest {
+    let mut req = restart_request(name, plan, policy, 100);
+    req.group = Some(group.to_owned());
+    req
+}
+
+/// Polls LIST until `pred` holds for the live rows, or fails after `limit` with the rows.
+pub fn wait_agents(
+    client: &mut Client,
+    limit: Duration,
+    pred: impl Fn(&[AgentEntry]) -> bool,
+) -> Result<Vec<AgentEntry>> {
+    let start = Instant::now();
+    loop {
+        let rows = list_agents(client)?;
+        if pred(&rows) {
+            return Ok(rows);
+        }
+        if start.elapsed() > limit {
+            bail!("LIST did not get there within {limit:?}: {rows:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The live row of agent `id` in `rows`, if any.
+pub fn row(rows: &[AgentEntry], id: u32) -> Option<&AgentEntry> {
+    rows.iter().find(|r| r.id == id)
+}
+
+/// The times (unix ns) at which agent `id` (plan step `term`) received SIGTERM, in order.
+pub fn term_stamps(kernel: &Kernel, id: u32) -> Result<Vec<u64>> {
+    Ok(agent_output(kernel, id)?
+        .lines()
+        .filter_map(|l| l.strip_prefix("TERM "))
+        .filter_map(|n| n.trim().parse().ok())
+        .collect())
 }

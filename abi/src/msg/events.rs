@@ -40,11 +40,15 @@ pub enum EventType {
     ResourceWarning,
     /// `CUSTOM`: published by an agent with EMIT.
     Custom,
+    /// Extension `GROUP_ESCALATED`: a supervisor group exceeded its intensity, stopped its
+    /// children and escalated to its parent (or, at the top, gave up); data `{group, parent,
+    /// restarts, intensity, period, gave_up}`.
+    GroupEscalated,
 }
 
 impl EventType {
-    /// Every event type, in the original's order.
-    pub const ALL: [EventType; 11] = [
+    /// Every event type: the original's, in its order, then ours.
+    pub const ALL: [EventType; 12] = [
         EventType::AgentSpawned,
         EventType::AgentExited,
         EventType::AgentPaused,
@@ -56,6 +60,7 @@ impl EventType {
         EventType::SyscallBlocked,
         EventType::ResourceWarning,
         EventType::Custom,
+        EventType::GroupEscalated,
     ];
 
     /// The wire spelling: `AGENT_SPAWNED`, ..., `CUSTOM`.
@@ -72,6 +77,7 @@ impl EventType {
             EventType::SyscallBlocked => "SYSCALL_BLOCKED",
             EventType::ResourceWarning => "RESOURCE_WARNING",
             EventType::Custom => "CUSTOM",
+            EventType::GroupEscalated => "GROUP_ESCALATED",
         }
     }
 

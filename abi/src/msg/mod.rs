@@ -17,6 +17,7 @@ use crate::opcode::Opcode;
 pub mod asyncs;
 pub mod audit;
 pub mod events;
+pub mod group;
 pub mod host;
 pub mod ipc;
 pub mod lifecycle;
@@ -30,6 +31,7 @@ pub mod state;
 pub use asyncs::*;
 pub use audit::*;
 pub use events::*;
+pub use group::*;
 pub use host::*;
 pub use ipc::*;
 pub use lifecycle::*;
@@ -108,6 +110,9 @@ macro_rules! for_each_syscall {
             LlmReport => $crate::msg::LlmReportRequest, $crate::msg::LlmReportReply;
             Wait => $crate::msg::WaitRequest, $crate::msg::WaitReply;
             Logs => $crate::msg::LogsRequest, $crate::msg::LogsReply;
+            GroupCreate => $crate::msg::GroupCreateRequest, $crate::msg::GroupCreateReply;
+            GroupList => $crate::msg::GroupListRequest, $crate::msg::GroupListReply;
+            GroupStop => $crate::msg::GroupStopRequest, $crate::msg::GroupStopReply;
             Hello => $crate::msg::HelloRequest, $crate::msg::HelloReply;
             Exit => $crate::msg::ExitRequest, $crate::msg::ExitReply;
         }

@@ -34,7 +34,8 @@ fn event_types_have_the_original_spellings() {
             "STATE_CHANGED",
             "SYSCALL_BLOCKED",
             "RESOURCE_WARNING",
-            "CUSTOM"
+            "CUSTOM",
+            "GROUP_ESCALATED"
         ]
     );
     for t in EventType::ALL {

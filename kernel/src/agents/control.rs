@@ -23,7 +23,7 @@ use crate::kernel::Caller;
 use crate::sandbox::launch;
 
 /// How long KILL waits after SIGKILL before it reports a failure.
-const AFTER_SIGKILL: Duration = Duration::from_secs(10);
+pub(crate) const AFTER_SIGKILL: Duration = Duration::from_secs(10);
 
 /// Fails unless `caller` may act on `agent`.
 pub fn authorize(
@@ -64,17 +64,9 @@ pub fn authorize(
 
 /// Stops `agent` for good (no restart) and waits until it has exited. An agent waiting for
 /// its restart ends at once; one being launched again is stopped by its restarter, which
-/// checks `killing` after it installed the new process (see `exit::restart`).
+/// checks `killing` after it installed the new process (see `exit::relaunch`).
 pub async fn kill(agent: &Arc<Agent>, grace: Duration) -> Result<ExitReason, WireError> {
-    agent.killing.store(true, Ordering::SeqCst);
-    agent.stop.cancel();
-    agent.set_state(AgentState::Stopping);
-    let run = agent.run();
-    thaw_for_kill(&run).await;
-    if let Err(e) = launch::signal(&run.pidfd, Signal::SIGTERM) {
-        // ESRCH: it is exiting already.
-        tracing::debug!(agent = agent.id, "SIGTERM: {e}");
-    }
+    begin_kill(agent).await;
     if let Ok(reason) = tokio::time::timeout(grace, agent.exited()).await {
         return Ok(reason);
     }
@@ -82,12 +74,7 @@ pub async fn kill(agent: &Arc<Agent>, grace: Duration) -> Result<ExitReason, Wir
         agent = agent.id,
         "no exit within {grace:?} of SIGTERM; SIGKILL"
     );
-    // The current process: a restart may have replaced the one signalled above.
-    let run = agent.run();
-    let _ = launch::signal(&run.pidfd, Signal::SIGKILL);
-    if let Some(cg) = run.cgroup.clone() {
-        let _ = tokio::task::spawn_blocking(move || cg.kill_all(Signal::SIGKILL)).await;
-    }
+    force(agent).await;
     tokio::time::timeout(AFTER_SIGKILL, agent.exited())
         .await
         .map_err(|_| {
@@ -99,6 +86,46 @@ pub async fn kill(agent: &Arc<Agent>, grace: Duration) -> Result<ExitReason, Wir
                 ),
             )
         })
+}
+
+/// The first step of KILL: marks the agent as stopped for good (its exit will be final, a
+/// pending restart is called off) and asks its process to end ([`terminate`]).
+pub async fn begin_kill(agent: &Arc<Agent>) {
+    agent.killing.store(true, Ordering::SeqCst);
+    agent.stop.cancel();
+    agent.set_state(AgentState::Stopping);
+    terminate(agent).await;
+}
+
+/// Asks the agent's current process to end: thaw (a frozen process cannot act on SIGTERM),
+/// then SIGTERM to its top process (a sandbox's init forwards it). Its exit is handled as any
+/// other; a supervisor group uses this alone to stop a child it will restart.
+pub async fn terminate(agent: &Agent) {
+    let run = agent.run();
+    thaw_for_kill(&run).await;
+    if let Err(e) = launch::signal(&run.pidfd, Signal::SIGTERM) {
+        // ESRCH: it is exiting already.
+        tracing::debug!(agent = agent.id, "SIGTERM: {e}");
+    }
+}
+
+/// SIGKILL to the agent's current process (a restart may have replaced the one signalled
+/// before) and to whatever is left in its cgroup.
+pub async fn force(agent: &Agent) {
+    let run = agent.run();
+    let _ = launch::signal(&run.pidfd, Signal::SIGKILL);
+    if let Some(cg) = run.cgroup.clone() {
+        let _ = tokio::task::spawn_blocking(move || cg.kill_all(Signal::SIGKILL)).await;
+    }
+}
+
+/// The grace between SIGTERM and SIGKILL for `agent`: its own `grace_ms`, else `default`.
+pub fn grace_of(agent: &Agent, default: Duration) -> Duration {
+    agent
+        .spec
+        .grace_ms
+        .map(Duration::from_millis)
+        .unwrap_or(default)
 }
 
 /// A frozen agent cannot act on SIGTERM, and on cgroup v1 not even on SIGKILL: thaw first.

@@ -12,6 +12,12 @@
 //!   subscriptions and agent-scoped keys stay;
 //! * an escalation (the budget is spent): AGENT_ESCALATED, then a final exit.
 //!
+//! An agent in a supervisor group leaves the decision to its group
+//! ([`crate::supervisor::group`]): after an exit that was not KILL's or the shutdown's, it
+//! tells the group and waits for its word: hold (the exit is reported as restarting), restart
+//! now, or finish (for good; an escalation when the group gave up). KILL still ends it at
+//! once, and the group hears that it is gone.
+//!
 //! The task holds the agents (for the host's launcher and cgroups and the observers), never
 //! the kernel: nothing here keeps a stopped kernel alive.
 
@@ -23,16 +29,25 @@ use std::time::{Duration, Instant};
 use clove_abi::msg::AgentState;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+use tokio::sync::mpsc;
 
 use super::{spawn, Agent, Agents, ExitReason, LifecycleEvent, Run};
 use crate::sandbox::launch;
+use crate::supervisor::group::{AgentCmd, Child, Msg};
 use crate::supervisor::restart::Decision;
 
-/// Watches `agent` until it has exited for good, restarting it as its policy says. `report`
-/// is the init's report pipe of its first process (sandboxed agents).
-pub fn watch(agents: Arc<Agents>, agent: Arc<Agent>, report: Option<OwnedFd>) {
+/// Watches `agent` until it has exited for good, restarting it as its policy (or its group,
+/// through `cmds`) says. `report` is the init's report pipe of its first process (sandboxed
+/// agents).
+pub fn watch(
+    agents: Arc<Agents>,
+    agent: Arc<Agent>,
+    report: Option<OwnedFd>,
+    cmds: Option<mpsc::UnboundedReceiver<AgentCmd>>,
+) {
     tokio::spawn(async move {
         let mut report = report;
+        let mut cmds = cmds;
         loop {
             let run = agent.run();
             let exit = wait(&agent, &run, report.as_ref()).await;
@@ -47,6 +62,49 @@ pub fn watch(agents: Arc<Agents>, agent: Arc<Agent>, report: Option<OwnedFd>) {
                 oom,
                 killed,
             };
+            if let (Some(group), Some(rx)) = (agent.group.clone(), cmds.as_mut()) {
+                let stopped = killed || agents.shutting_down.load(Ordering::SeqCst);
+                let uptime = run.started.elapsed();
+                cleanup(&agent, &run, stopped).await;
+                if !stopped {
+                    agent.set_state_unless_killed(AgentState::Starting);
+                    let asked = group.send(Msg::Exited {
+                        id: agent.id,
+                        reason: reason.clone(),
+                        uptime,
+                    });
+                    if asked {
+                        match grouped(&agents, &agent, &run, reason.clone(), rx).await {
+                            Ok(next) => {
+                                report = next;
+                                continue;
+                            }
+                            Err((reason, escalated)) => {
+                                if escalated {
+                                    agents.notify(LifecycleEvent::Escalated {
+                                        id: agent.id,
+                                        name: agent.name.clone(),
+                                        restart_count: agent.restarts(),
+                                        reason: reason.clone(),
+                                    });
+                                }
+                                finish(&agents, &agent, &run, reason, true).await;
+                                group.send(Msg::Gone {
+                                    child: Child::Agent(agent.id),
+                                    stopped: Vec::new(),
+                                });
+                                return;
+                            }
+                        }
+                    }
+                }
+                finish(&agents, &agent, &run, reason, !stopped).await;
+                group.send(Msg::Gone {
+                    child: Child::Agent(agent.id),
+                    stopped: Vec::new(),
+                });
+                return;
+            }
             let decision = match agent.relaunch {
                 None => Decision::Final,
                 Some(_) => {
@@ -145,6 +203,87 @@ async fn restart(
     restart_count: u32,
     backoff: Duration,
 ) -> Result<Option<OwnedFd>, (Arc<Run>, ExitReason)> {
+    announce(agents, agent, &run, &reason, restart_count, backoff).await;
+    tokio::select! {
+        () = tokio::time::sleep(backoff) => {}
+        () = agent.stop.cancelled() => {}
+    }
+    if agent.killing.load(Ordering::SeqCst) || agents.shutting_down.load(Ordering::SeqCst) {
+        return Err((run, stopped(reason)));
+    }
+    match relaunch(agents, agent, &reason, restart_count).await {
+        Ok(report) => Ok(report),
+        Err(()) => Err((run, reason)),
+    }
+}
+
+/// KILL (or the shutdown's KILL) ended it; it did not fail again.
+fn stopped(mut reason: ExitReason) -> ExitReason {
+    reason.killed = true;
+    reason
+}
+
+/// A grouped agent after an exit its group was told of: carries out the group's word. `Ok`
+/// with the new process's report pipe once restarted; `Err` with the reason to report (and
+/// whether the group gave up on it) when it ends for good.
+async fn grouped(
+    agents: &Arc<Agents>,
+    agent: &Arc<Agent>,
+    run: &Arc<Run>,
+    reason: ExitReason,
+    rx: &mut mpsc::UnboundedReceiver<AgentCmd>,
+) -> Result<Option<OwnedFd>, (ExitReason, bool)> {
+    let mut restart_count = None;
+    loop {
+        let cmd = tokio::select! {
+            c = rx.recv() => c,
+            () = agent.stop.cancelled() => None,
+        };
+        let stopping =
+            agent.killing.load(Ordering::SeqCst) || agents.shutting_down.load(Ordering::SeqCst);
+        match cmd {
+            Some(AgentCmd::Hold { backoff }) if !stopping => {
+                if restart_count.is_none() {
+                    let n = super::lock(&agent.supervision).record(&reason);
+                    announce(agents, agent, run, &reason, n, backoff).await;
+                    restart_count = Some(n);
+                }
+            }
+            Some(AgentCmd::Restart) if !stopping => {
+                let n = match restart_count {
+                    Some(n) => n,
+                    None => {
+                        let n = super::lock(&agent.supervision).record(&reason);
+                        announce(agents, agent, run, &reason, n, Duration::ZERO).await;
+                        n
+                    }
+                };
+                let launched = relaunch(agents, agent, &reason, n).await;
+                if let Some(group) = &agent.group {
+                    group.send(Msg::Relaunched {
+                        child: Child::Agent(agent.id),
+                        ok: launched.is_ok(),
+                    });
+                }
+                return launched.map_err(|()| (reason, false));
+            }
+            Some(AgentCmd::Finish { escalated }) => return Err((reason, escalated)),
+            // KILL, the shutdown, or the group is gone.
+            _ => return Err((stopped(reason), false)),
+        }
+    }
+}
+
+/// Reports an exit that will be restarted: AGENT_EXITED (`restarting`) and AGENT_RESTARTING
+/// with the delay, then tidies the ended run.
+async fn announce(
+    agents: &Agents,
+    agent: &Arc<Agent>,
+    run: &Arc<Run>,
+    reason: &ExitReason,
+    restart_count: u32,
+    backoff: Duration,
+) {
     agent.set_state_unless_killed(AgentState::Starting);
     tracing::info!(
         agent = agent.id,
@@ -165,21 +304,19 @@ async fn restart(
         reason: reason.clone(),
         backoff_ms: backoff.as_millis() as u64,
     });
-    tidy(agent, &run, false).await;
-    tokio::select! {
-        () = tokio::time::sleep(backoff) => {}
-        () = agent.stop.cancelled() => {}
-    }
-    let stopped = |mut reason: ExitReason| {
-        // KILL (or the shutdown's KILL) ended it; it did not fail again.
-        reason.killed = true;
-        reason
-    };
-    if agent.killing.load(Ordering::SeqCst) || agents.shutting_down.load(Ordering::SeqCst) {
-        return Err((run, stopped(reason)));
-    }
+    tidy(agent, run, false).await;
+}
+
+/// Launches the agent's process again (same id, directory, uid, socket) and installs it as
+/// the current run. `Err` when the launch failed (logged; the agent stays down).
+async fn relaunch(
+    agents: &Arc<Agents>,
+    agent: &Arc<Agent>,
+    reason: &ExitReason,
+    restart_count: u32,
+) -> Result<Option<OwnedFd>, ()> {
     let Some(launchable) = &agent.relaunch else {
-        return Err((run, reason));
+        return Err(());
     };
     if let Err(e) = agent.log.note(&format!(
         "--- clove: restart {restart_count} after {} ---",
@@ -218,7 +355,7 @@ async fn restart(
                 "--- clove: restart {restart_count} failed: {} ---",
                 e.message
             ));
-            return Err((run, reason));
+            return Err(());
         }
     };
     let pid = launched.run.pid;

@@ -194,19 +194,23 @@ fn unmount_below(dir: &Path) {
 }
 
 impl Agents {
-    /// Kernel shutdown: stop every agent (SIGTERM, grace, SIGKILL), then remove the cgroup
-    /// subtree.
-    pub async fn shutdown(&self, grace: Duration) {
-        // From now on no agent is restarted; KILL below calls off pending restarts.
+    /// From now on no agent is restarted (KILL calls off pending restarts), and exits are
+    /// final: the first step of the kernel's shutdown.
+    pub fn begin_shutdown(&self) {
         self.shutting_down
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let live = self.live();
+    }
+
+    /// Stops the live agents that `which` picks, all at once, each with its own grace
+    /// (`grace_ms`, else `grace`): SIGTERM, grace, SIGKILL.
+    pub async fn stop_all(&self, grace: Duration, which: impl Fn(&super::Agent) -> bool) {
+        let live: Vec<_> = self.live().into_iter().filter(|a| which(a)).collect();
         if !live.is_empty() {
             tracing::info!("stopping {} agent(s)", live.len());
         }
-        // Concurrently: every agent gets its full grace, shutdown takes one grace at most.
         let mut stops = tokio::task::JoinSet::new();
         for agent in live {
+            let grace = control::grace_of(&agent, grace);
             stops.spawn(async move { control::kill(&agent, grace).await });
         }
         while let Some(done) = stops.join_next().await {
@@ -214,6 +218,13 @@ impl Agents {
                 tracing::warn!("{}", e.message);
             }
         }
+    }
+
+    /// The end of the kernel's shutdown: stops whatever agent is left (`grace` each), then
+    /// removes the cgroup subtree.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.begin_shutdown();
+        self.stop_all(grace, |_| true).await;
         if let Some(cg) = &self.host.cgroups {
             if let Err(e) = cg.remove_all() {
                 tracing::warn!("remove the agents' cgroup subtree: {e}");

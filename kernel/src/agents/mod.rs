@@ -131,6 +131,22 @@ pub enum LifecycleEvent {
         /// How its process ended the last time.
         reason: ExitReason,
     },
+    /// A supervisor group exceeded its intensity and stopped its children; it escalated to
+    /// its parent group, or (`gave_up`, at the top) its agents exit for good.
+    GroupEscalated {
+        /// The group.
+        group: String,
+        /// Its parent group.
+        parent: Option<String>,
+        /// Restarts it had carried out.
+        restarts: u32,
+        /// Its intensity...
+        intensity: u32,
+        /// ...within this many seconds.
+        period: f64,
+        /// No parent to escalate to: the group is gone.
+        gave_up: bool,
+    },
     /// An agent was frozen.
     Paused {
         /// Its id.
@@ -196,6 +212,8 @@ pub struct Agent {
     pub socket_stop: CancellationToken,
     /// What a restart needs to start its process again; `None` under `restart_policy: never`.
     pub(crate) relaunch: Option<spawn::Launchable>,
+    /// The supervisor group it belongs to, which decides its restarts.
+    pub group: Option<Arc<crate::supervisor::group::GroupHandle>>,
     /// Its current (or, between a crash and its restart, its last) process.
     run: Mutex<Arc<Run>>,
     /// Its state (RUNNING, PAUSED, STOPPING; STARTING while a restart is pending).
@@ -251,6 +269,13 @@ impl Agent {
     /// How its last process ended, once one has (it was restarted since).
     pub fn last_exit(&self) -> Option<ExitReason> {
         lock(&self.supervision).last_exit.clone()
+    }
+
+    /// Inside a group: the delay before its next restart (see
+    /// [`crate::supervisor::restart::Supervision::next_backoff`]).
+    pub fn group_backoff(&self, period: std::time::Duration) -> std::time::Duration {
+        let uptime = self.run().started.elapsed();
+        lock(&self.supervision).next_backoff(&self.spec, uptime, period)
     }
 
     /// Waits until it has exited for good (a restart is not an exit here) and returns why.

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::logs::{AgentLog, LOG_MAX_BYTES};
 use super::plan::{self, Plan, PlanBind, PlanInput, Program};
-use super::{exit, Agent, Agents, LifecycleEvent, Run};
+use super::{control, exit, Agent, Agents, LifecycleEvent, Run};
 use crate::kernel::{Caller, Kernel};
 use crate::sandbox::cgroup::{AgentCgroup, CgroupLimits};
 use crate::sandbox::interpreter::Interpreter;
@@ -33,6 +33,7 @@ use crate::sandbox::launch::{LaunchSpec, ProcessSpec};
 use crate::sandbox::mounts::{BindMount, NewFile, RootPlan};
 use crate::sandbox::privileges::{LandlockStatus, Lockdown, Rlimits};
 use crate::server::Identity;
+use crate::supervisor::group::{GroupHandle, Msg};
 use crate::supervisor::restart::Supervision;
 
 /// Bytes of the private /tmp and /dev/shm of a sandbox.
@@ -93,6 +94,14 @@ pub async fn spawn(
     validate_limits(&limits)?;
     let binds = validate_binds(&req, view)?;
     let program = resolve_program(agents, &req).await?;
+    let owner_uid = match &parent {
+        Some(p) => p.owner_uid,
+        None => caller.uid,
+    };
+    let group = match &req.group {
+        Some(name) => Some(join_check(kernel, name, owner_uid)?),
+        None => None,
+    };
 
     let t0 = Instant::now();
     let id = kernel.ids.allocate();
@@ -198,15 +207,12 @@ pub async fn spawn(
         id,
         name: req.name.clone(),
         uid,
-        owner_uid: if caller.agent {
-            parent.as_ref().map(|p| p.owner_uid).unwrap_or(caller.uid)
-        } else {
-            caller.uid
-        },
+        owner_uid,
         parent: parent.as_ref().map(|p| p.id),
         supervision: std::sync::Mutex::new(Supervision::new(&req)),
         // Only what a restart needs is kept, and only when one can happen.
         relaunch: (req.restart_policy != RestartPolicy::Never).then_some(launchable),
+        group: group.clone(),
         spec: req.clone(),
         dir: dir.clone(),
         work_mount: undo.work_mount.take(),
@@ -224,7 +230,30 @@ pub async fn spawn(
     if let Some(listeners) = kernel.listeners.get() {
         listeners.listen(listener, Identity::Agent(id), socket_stop);
     }
-    exit::watch(Arc::clone(&kernel.agents), Arc::clone(&agent), report);
+    // The group hears of its new child before the child can exit.
+    let cmds = match &group {
+        Some(g) => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            if !g.send(Msg::JoinAgent {
+                agent: Arc::clone(&agent),
+                cmds: tx,
+            }) {
+                // The group was stopped while the agent was launched: it goes with it.
+                exit::watch(Arc::clone(&kernel.agents), Arc::clone(&agent), report, None);
+                let _ = control::kill(&agent, std::time::Duration::ZERO).await;
+                return Err(WireError::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "group {:?} was stopped while {:?} started",
+                        g.name, req.name
+                    ),
+                ));
+            }
+            Some(rx)
+        }
+        None => None,
+    };
+    exit::watch(Arc::clone(&kernel.agents), Arc::clone(&agent), report, cmds);
     agents.notify(LifecycleEvent::Spawned {
         id,
         name: req.name.clone(),
@@ -248,6 +277,22 @@ pub async fn spawn(
         restart_policy: req.restart_policy,
         isolation,
     })
+}
+
+/// The group a SPAWN names, if the caller (owning `owner_uid`'s agents) may add to it.
+fn join_check(kernel: &Kernel, name: &str, owner_uid: u32) -> Result<Arc<GroupHandle>, WireError> {
+    let group = kernel.groups.get(name).ok_or_else(|| {
+        invalid(format!(
+            "group {name:?}: no such group (create it first with GROUP_CREATE)"
+        ))
+    })?;
+    if owner_uid != 0 && group.owner_uid != owner_uid {
+        return Err(WireError::new(
+            ErrorCode::PermissionDenied,
+            format!("group {name:?}: not yours"),
+        ));
+    }
+    Ok(group)
 }
 
 /// Starts one process of agent `id` from what SPAWN prepared: its log pipe, its cgroup (made
@@ -404,7 +449,7 @@ impl Drop for CgroupUndo {
     }
 }
 
-fn validate_name(name: &str) -> Result<(), WireError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), WireError> {
     if name.is_empty() {
         return Err(invalid("name: must not be empty"));
     }

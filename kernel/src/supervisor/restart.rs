@@ -106,6 +106,32 @@ impl Supervision {
     }
 }
 
+impl Supervision {
+    /// Inside a supervisor group, which keeps the budget itself: the delay before this
+    /// agent's next restart (doubling, capped; back to the initial delay after a run that
+    /// stayed up `reset_after`).
+    pub fn next_backoff(
+        &mut self,
+        req: &SpawnRequest,
+        uptime: Duration,
+        reset_after: Duration,
+    ) -> Duration {
+        if uptime >= reset_after {
+            self.next_backoff = initial_backoff(req);
+        }
+        let backoff = self.next_backoff;
+        self.next_backoff = (backoff * 2).min(BACKOFF_CAP);
+        backoff
+    }
+
+    /// Counts a restart its group decided; this restart's number.
+    pub fn record(&mut self, reason: &ExitReason) -> u32 {
+        self.restarts += 1;
+        self.last_exit = Some(reason.clone());
+        self.restarts
+    }
+}
+
 /// Whether `policy` restarts an exit for `reason`: `on-failure` after a non-zero exit code or
 /// a death by signal, `always` after any exit, `never` never.
 pub fn wants_restart(policy: RestartPolicy, reason: &ExitReason) -> bool {

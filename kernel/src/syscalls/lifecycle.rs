@@ -40,12 +40,7 @@ pub async fn kill(
 ) -> Result<KillReply, WireError> {
     let agent = kernel.agents.find(target(req.target())?)?;
     control::authorize(&kernel.agents, caller, &agent, "kill")?;
-    let grace = agent
-        .spec
-        .grace_ms
-        .map(Duration::from_millis)
-        .unwrap_or(kernel.config.kill_grace);
-    control::kill(&agent, grace).await?;
+    control::kill(&agent, control::grace_of(&agent, kernel.config.kill_grace)).await?;
     Ok(KillReply {
         success: true,
         killed: true,

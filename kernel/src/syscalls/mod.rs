@@ -8,6 +8,7 @@
 //! one place ([`reply`]).
 
 mod events;
+mod group;
 mod ipc;
 mod lifecycle;
 mod session;
@@ -93,6 +94,7 @@ pub fn cancel_safe(opcode: u8) -> bool {
                 | Opcode::SendBatch
                 | Opcode::Hello
                 | Opcode::List
+                | Opcode::GroupList
                 | Opcode::Fetch
                 | Opcode::Keys
         )
@@ -125,6 +127,9 @@ async fn dispatch(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
         Opcode::Resume => typed_async!(req, |r| lifecycle::resume(kernel, caller, r)),
         Opcode::Wait => typed_async!(req, |r| lifecycle::wait(kernel, caller, r)),
         Opcode::Logs => typed_async!(req, |r| lifecycle::logs(kernel, caller, r)),
+        Opcode::GroupCreate => typed(&req, |r| group::create(kernel, caller, r)),
+        Opcode::GroupList => typed(&req, |r| group::list(kernel, caller, r)),
+        Opcode::GroupStop => typed_async!(req, |r| group::stop(kernel, caller, r)),
         Opcode::Register => typed(&req, |r| ipc::register(kernel, caller, r)),
         Opcode::Send => {
             let len = req.payload.len();
@@ -231,6 +236,9 @@ pub const IMPLEMENTED: &[Opcode] = &[
     Opcode::Register,
     Opcode::Send,
     Opcode::SendBatch,
+    Opcode::GroupCreate,
+    Opcode::GroupList,
+    Opcode::GroupStop,
     Opcode::Recv,
     Opcode::Broadcast,
     Opcode::Subscribe,

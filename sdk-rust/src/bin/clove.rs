@@ -13,6 +13,8 @@ mod agents;
 mod coop;
 #[path = "clove/demo.rs"]
 mod demo;
+#[path = "clove/group.rs"]
+mod group;
 #[path = "clove/table.rs"]
 mod table;
 
@@ -210,6 +212,9 @@ enum Command {
         #[arg(value_name = "TYPE")]
         types: Vec<String>,
     },
+    /// Supervisor groups: create, list, stop (GROUP_CREATE, GROUP_LIST, GROUP_STOP)
+    #[command(subcommand)]
+    Group(group::GroupCmd),
     /// Attack the sandbox with adversarial agents and report what held (see --list)
     #[command(
         after_help = "Examples:\n  clove demo --list\n  clove demo fork-bomb\n  clove demo all --json\n\nEach demo starts its own targets on this host (loopback listeners, a canary file,\na world-writable dir), a healthy neighbour agent and the attacker, then judges every\nattack from evidence: contained, ESCAPED or ERROR. Exit status 1 unless all contained.\nThe scripts are in the repository's demos/ (see demos/README.md)."
@@ -386,6 +391,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Events { follow, types } => {
             coop::events(c, &mut out, json, types, *follow, cli.timeout)
         }
+        Command::Group(cmd) => group::run(c, &mut out, json, cmd),
         Command::Demo(args) => demo::run(c, &mut out, json, args),
     }
 }

@@ -95,6 +95,9 @@ pub struct RunArgs {
     /// Delay before the first restart in ms; it doubles per restart, up to 60 s [default: 1000]
     #[arg(long, value_name = "MS")]
     pub restart_backoff_ms: Option<u64>,
+    /// Join this supervisor group (`clove group create`); the group then decides restarts
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
     /// An environment variable for the agent (repeatable)
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
@@ -167,6 +170,7 @@ pub fn spawn_request(args: &RunArgs, cwd: &Path) -> Result<SpawnRequest, String>
         req.restart_window = w;
     }
     req.restart_backoff_ms = args.restart_backoff_ms;
+    req.group = args.group.clone();
     if args.memory.is_some() || args.cpus.is_some() || args.pids.is_some() {
         let mut limits = Limits::default();
         if let Some(m) = args.memory {
@@ -530,6 +534,7 @@ mod tests {
             max_restarts: Some(2),
             restart_window: Some(10.0),
             restart_backoff_ms: Some(200),
+            group: Some("pool".into()),
             env: Vec::new(),
             args: Vec::new(),
         };
@@ -537,6 +542,7 @@ mod tests {
         assert_eq!(req.restart_policy, RestartPolicy::OnFailure);
         assert_eq!((req.max_restarts, req.restart_window), (2, 10.0));
         assert_eq!(req.restart_backoff_ms, Some(200));
+        assert_eq!(req.group.as_deref(), Some("pool"));
         let plain = spawn_request(
             &RunArgs {
                 restart: None,

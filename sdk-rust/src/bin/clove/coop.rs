@@ -223,6 +223,7 @@ const ALL_TYPES: &[&str] = &[
     "SYSCALL_BLOCKED",
     "RESOURCE_WARNING",
     "CUSTOM",
+    "GROUP_ESCALATED",
 ];
 
 /// `clove events`: subscribes, then prints events as they come, one line each. Without
