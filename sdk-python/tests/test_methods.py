@@ -444,6 +444,31 @@ def test_wait_timeout_on_running_agent(client, agents):
         client.wait(agent_id=r["id"], timeout=-1)
 
 
+# ---- supervisor groups ---------------------------------------------------------------------
+
+def test_groups(client, agents):
+    g = client.group_create("py-pool", strategy="one_for_all", intensity=2, period=10)
+    assert g["success"] is True
+    assert {k: g["group"][k] for k in ("name", "strategy", "intensity", "period", "state")} == {
+        "name": "py-pool", "strategy": "one_for_all", "intensity": 2, "period": 10.0, "state": "running"}
+    sub = client.group_create("py-sub", parent="py-pool", shutdown_ms=500)["group"]
+    assert (sub["parent"], sub["shutdown_ms"], sub["strategy"]) == ("py-pool", 500, "one_for_one")
+    assert client.group_create("py-pool")["code"] == "already_exists"
+    a = agents.spawn(via=client, group="py-sub", restart_policy="permanent")
+    listed = client.group_list()["groups"]
+    assert [x["name"] for x in listed] == ["py-pool", "py-sub"]
+    assert [(c["kind"], c["name"]) for c in listed[0]["children"]] == [("group", "py-sub")]
+    assert [(c["kind"], c["id"], c["state"]) for c in client.group_list("py-sub")["groups"][0]["children"]] == [
+        ("agent", a["id"], "running")]
+    stopped = client.group_stop("py-pool")
+    assert stopped == {"success": True, "name": "py-pool", "stopped": [a["id"]]}
+    assert client.group_list()["groups"] == []
+    assert client.wait(agent_id=a["id"], timeout=5)["exited"] is True
+    assert client.group_list("py-pool")["code"] == "not_found"
+    refused = client.spawn("py-x", agents.script("pass\n"), group="py-pool")
+    assert refused["code"] == "invalid_request" and "no such group" in refused["error"]
+
+
 # ---- LOGS ------------------------------------------------------------------------------------
 
 def test_logs(client, agents):
@@ -521,6 +546,7 @@ def test_not_implemented_list_covers_every_unimplemented_method():
     covered = {m[0] for m in NOT_IMPLEMENTED} | {
         "hello", "echo", "noop", "spawn", "kill", "list_agents", "pause", "resume", "wait", "logs",
         "exit", "connect", "disconnect", "send", "recv", "call",
+        "group_create", "group_list", "group_stop",
         # test_ipc_events.py
         "register_name", "send_message", "send_messages", "recv_messages", "broadcast",
         "store", "fetch", "delete_key", "list_keys", "subscribe", "unsubscribe", "poll_events",

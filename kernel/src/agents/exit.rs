@@ -62,6 +62,7 @@ pub fn watch(
                 oom,
                 killed,
             };
+            stop_children(&agents, &agent).await;
             if let (Some(group), Some(rx)) = (agent.group.clone(), cmds.as_mut()) {
                 let stopped = killed || agents.shutting_down.load(Ordering::SeqCst);
                 let uptime = run.started.elapsed();
@@ -430,6 +431,35 @@ fn try_reap(agent: &Agent, run: &Run, report: Option<&OwnedFd>) -> Option<launch
                 code: None,
                 signal: None,
             })
+        }
+    }
+}
+
+/// The agents `agent` spawned live inside its cgroup (so its limits cap them): they are
+/// stopped for good, each with its grace, before its run is cleaned up, whether it ends or
+/// restarts (its restarted process spawns what it needs again). Their own children go first.
+async fn stop_children(agents: &Agents, agent: &Agent) {
+    let children: Vec<Arc<Agent>> = agents
+        .live()
+        .into_iter()
+        .filter(|a| a.parent == Some(agent.id))
+        .collect();
+    if children.is_empty() {
+        return;
+    }
+    tracing::info!(
+        agent = agent.id,
+        "stopping {} agent(s) it spawned",
+        children.len()
+    );
+    let mut stops = tokio::task::JoinSet::new();
+    for child in children {
+        let grace = super::control::grace_of(&child, agents.host.kill_grace);
+        stops.spawn(async move { super::control::kill(&child, grace).await });
+    }
+    while let Some(done) = stops.join_next().await {
+        if let Ok(Err(e)) = done {
+            tracing::warn!(agent = agent.id, "{}", e.message);
         }
     }
 }

@@ -81,6 +81,7 @@ impl Host {
             subtree,
             retention: config.agent_retention,
             max_agents: config.max_agents,
+            kill_grace: config.kill_grace,
             dir,
             root,
         })

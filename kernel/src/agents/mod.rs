@@ -364,6 +364,8 @@ pub struct Host {
     pub retention: std::time::Duration,
     /// Most agents alive at once (every live agent holds a uid of the block).
     pub max_agents: usize,
+    /// SIGTERM → SIGKILL time of an agent with no `grace_ms` (the config's `kill_grace_ms`).
+    pub kill_grace: std::time::Duration,
 }
 
 /// The agents of one kernel.

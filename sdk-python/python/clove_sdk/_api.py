@@ -254,6 +254,44 @@ class SyscallApi(Generic[_R]):
             {**_target(name, agent_id), **_request(lines=lines, offset=offset, wait_ms=_millis(wait))},
         )
 
+    # ---- supervisor groups (this kernel's) -----------------------------------------------------
+
+    def group_create(
+        self,
+        name: str,
+        strategy: str = "one_for_one",
+        intensity: int = 1,
+        period: float = 5.0,
+        parent: Optional[str] = None,
+        shutdown_ms: Optional[int] = None,
+    ) -> _R:
+        """GROUP_CREATE: a supervisor group (``strategy`` one_for_one, one_for_all or
+        rest_for_one; at most ``intensity`` restarts within ``period`` seconds, then it stops
+        its children and escalates to ``parent``). Agents join with ``spawn(..., group=name)``.
+        Returns ``{success, group}``."""
+        return self._call(
+            SyscallOp.SYS_GROUP_CREATE,
+            _request(
+                name=name,
+                strategy=strategy,
+                intensity=intensity,
+                period=period,
+                parent=parent,
+                shutdown_ms=shutdown_ms,
+            ),
+        )
+
+    def group_list(self, name: Optional[str] = None) -> _R:
+        """GROUP_LIST: ``{success, groups}``, each ``{name, strategy, intensity, period,
+        parent?, shutdown_ms, state, restarts, children}`` (children in start order)."""
+        return self._call(SyscallOp.SYS_GROUP_LIST, _request(name=name))
+
+    def group_stop(self, name: str) -> _R:
+        """GROUP_STOP: stops the group's tree for good, children in reverse start order, and
+        removes it. Returns ``{success, name, stopped}`` (agent ids, in stop order) once
+        everything is down."""
+        return self._call(SyscallOp.SYS_GROUP_STOP, {"name": name})
+
     # ---- messages ----------------------------------------------------------------------------
 
     def register_name(self, name: str) -> _R:

@@ -1,8 +1,8 @@
 """The wire vocabulary: opcodes (`SyscallOp`) and raw reply frames (`Message`).
 
 These are what the low-level `send`, `recv` and `call` methods of a client speak. The values
-are the original kernel's; `SYS_WAIT`, `SYS_LOGS` and `SYS_SEND_BATCH` are this kernel's additions (0xD0-0xEF is
-the range of extensions).
+are the original kernel's; `SYS_WAIT`, `SYS_LOGS`, `SYS_SEND_BATCH` and the `SYS_GROUP_*` opcodes are
+this kernel's additions (0xD0-0xEF is the range of extensions).
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ class SyscallOp(IntEnum):
     SYS_WAIT = 0xD0
     SYS_LOGS = 0xD1
     SYS_SEND_BATCH = 0xD2
+    SYS_GROUP_CREATE = 0xD3
+    SYS_GROUP_LIST = 0xD4
+    SYS_GROUP_STOP = 0xD5
     SYS_LLM_REPORT = 0xF0
     SYS_HELLO = 0xFE
     SYS_EXIT = 0xFF

@@ -200,7 +200,7 @@ mod tests {
         };
         let text = groups_table(&[g]);
         let line = text.lines().nth(1).unwrap();
-        assert!(line.starts_with("pool  one_for_all  3/10s"), "{text}");
+        assert!(line.starts_with("pool   one_for_all  3/10s"), "{text}");
         assert!(line.ends_with("a#7(running) [sub](waiting)"), "{text}");
     }
 }
