@@ -54,6 +54,10 @@ impl Kernel {
                 ..StateLimits::default()
             },
         )?);
+        // The directories of the agents an earlier kernel saved stay for their restore; the
+        // rest of what it left is set aside.
+        let saved: Vec<u32> = state.saved_agents().iter().map(|a| a.id).collect();
+        host.set_aside_previous_run(&saved);
         let ids = {
             let state = Arc::clone(&state);
             IdSpace::durable(Box::new(move |size| state.id_block(size)))?
@@ -85,9 +89,10 @@ impl Kernel {
     /// that will not come back are dropped, state changes become STATE_CHANGED events, and
     /// expired keys are purged now and then.
     pub async fn start_background(self: &Arc<Kernel>) {
-        // No agent spec persists yet (the supervision issue adds them), so no agent of an
-        // earlier kernel comes back: their keys would be unreachable forever.
-        match self.state.retain_owners(&[]).await {
+        // Only the agents an earlier kernel saved come back (`agents::restore`): the keys of
+        // any other would be unreachable forever.
+        let saved: Vec<u32> = self.state.saved_agents().iter().map(|a| a.id).collect();
+        match self.state.retain_owners(&saved).await {
             Ok(0) => {}
             Ok(n) => tracing::info!("dropped {n} agent-scoped key(s) of agents that are gone"),
             Err(e) => tracing::warn!("drop the keys of agents that are gone: {}", e.message),
@@ -290,6 +295,7 @@ fn publish_lifecycle(events: Arc<Events>) -> Observer {
             name,
             reason,
             restarting,
+            ..
         } => {
             if reason.oom {
                 events.kernel(
@@ -345,21 +351,33 @@ fn publish_lifecycle(events: Arc<Events>) -> Observer {
 }
 
 /// An exited agent's mailbox, names, subscriptions and agent-scoped keys go with it, once it
-/// has exited for good: a restarted agent keeps them.
+/// has exited for good: a restarted agent keeps them. So does its saved spec (this is the one
+/// place that forgets it): KILL, an escalation, a final exit its policy does not restart. An
+/// exit caused by the kernel's shutdown keeps the spec and the keys: the next kernel brings
+/// the agent back, and drops at its start the keys of every agent it does not bring back.
 fn release_on_exit(ipc: Arc<Ipc>, events: Arc<Events>, state: Arc<StateStore>) -> Observer {
     Box::new(move |event| {
         if let LifecycleEvent::Exited {
             id,
             restarting: false,
+            shutdown,
             ..
         } = event
         {
             ipc.release(*id);
             events.forget(*id);
-            let (state, id) = (Arc::clone(&state), *id);
+            if *shutdown {
+                return;
+            }
+            // Sent to the store now, in order behind the agent's own writes.
+            let (forget, id) = (state.forget_agent(*id), *id);
             tokio::spawn(async move {
-                if let Err(e) = state.drop_owner(id).await {
-                    tracing::warn!(agent = id, "drop its agent-scoped keys: {}", e.message);
+                if let Err(e) = forget.await {
+                    tracing::warn!(
+                        agent = id,
+                        "forget its spec and agent-scoped keys: {}",
+                        e.message
+                    );
                 }
             });
         }

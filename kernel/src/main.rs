@@ -135,7 +135,11 @@ fn run(config: Config) -> anyhow::Result<()> {
             kernel.config.socket.display()
         );
         kernel.start_background().await;
-        let served = server::serve(Arc::clone(&kernel), sockets, shutdown).await;
+        let listeners = server::install(&kernel, shutdown);
+        // The agents an earlier kernel saved come back before the main sockets accept, so
+        // no SPAWN takes one's name first. (Supervisor groups are restored before them.)
+        agents::restore::restore(&kernel).await;
+        let served = server::serve(listeners, sockets).await;
         kernel.stop_agents().await;
         // Last: every STORE that replied is already durable; this stops the writer cleanly.
         kernel.state.shutdown().await;

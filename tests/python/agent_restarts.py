@@ -12,7 +12,9 @@ plan in sys.argv[2] says (runs past the end repeat the last step):
   exits 0 (the supervision tests read the order in which agents were stopped);
 * `state`: the agent-scoped key `runs` tells a first run from a later one: when it is
   missing, STOREs it (scope agent) and exits 1; when present, prints `STATE <value>`,
-  RECVs one message (waiting up to 30 s), prints `GOT <message JSON>` and exits 0.
+  RECVs one message (waiting up to 30 s), prints `GOT <message JSON>` and exits 0;
+* `keep`: FETCHes the agent-scoped key `kept`; when it is missing, STOREs n there (scope
+  agent) and prints `STORED`; then prints `KEPT <n> <value of kept>` and sleeps until killed.
 
 Usage: agent_restarts.py <socket> <plan>
 """
@@ -68,6 +70,25 @@ def stateful(path):
     return 0
 
 
+def keep(path, n):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(60)
+    s.connect(path)
+    _, got = call(s, FETCH, {"key": "kept"})
+    if not got.get("success"):
+        raise RuntimeError("FETCH kept: %r" % got)
+    value = got.get("value") if got.get("exists") else None
+    if value is None:
+        _, put = call(s, STORE, {"key": "kept", "value": n, "scope": "agent"})
+        if not put.get("success"):
+            raise RuntimeError("STORE kept: %r" % put)
+        print("STORED", flush=True)
+        value = n
+    print("KEPT %d %s" % (n, json.dumps(value)), flush=True)
+    while True:
+        time.sleep(3600)
+
+
 def main():
     n = 1
     try:
@@ -99,6 +120,8 @@ def main():
         return 1
     if step == "state":
         return stateful(sys.argv[1])
+    if step == "keep":
+        keep(sys.argv[1], n)
     return int(step)
 
 

@@ -194,6 +194,26 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// SIGKILLs the kernel (no shutdown of any kind: what a crash or the OOM killer does) and
+    /// reaps it. The temporary directory and the state dir stay, for a next kernel on the same
+    /// state dir ([`KernelOpts::state_dir`]); they go when this value is dropped.
+    pub fn sigkill(&mut self) -> Result<ExitStatus> {
+        let mut child = self.child.take().context("kernel already stopped")?;
+        signal(&child, libc::SIGKILL);
+        wait_timeout(&mut child, Duration::from_secs(10))
+    }
+
+    /// Starts another kernel on this one's state dir (this one must have stopped), with
+    /// default options otherwise.
+    pub fn restart_on_state_dir(&self) -> Result<Kernel> {
+        Kernel::start_with(KernelOpts {
+            state_dir: Some(self.state_dir.clone()),
+            ..KernelOpts::default()
+        })
+    }
+}
+
 /// Whether process `pid` has a handler installed for `sig` (its `SigCgt` mask in
 /// /proc/`pid`/status).
 pub fn catches_signal(pid: i32, sig: libc::c_int) -> bool {

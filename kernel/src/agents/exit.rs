@@ -189,6 +189,7 @@ async fn finish(
         name: agent.name.clone(),
         reason,
         restarting: false,
+        shutdown: agents.shutting_down.load(Ordering::SeqCst),
     });
     tidy(agent, run, true).await;
 }
@@ -297,6 +298,7 @@ async fn announce(
         name: agent.name.clone(),
         reason: reason.clone(),
         restarting: true,
+        shutdown: false,
     });
     agents.notify(LifecycleEvent::Restarting {
         id: agent.id,

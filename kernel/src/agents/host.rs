@@ -1,7 +1,9 @@
 //! Setting up (once, at start) and tearing down (at shutdown) what agents need from the host:
 //! the interpreter, the launcher thread, the cgroup subtree, the uid block and the agents'
 //! directory. Leftovers of a previous run on the same state dir (a crash, a SIGKILL) are
-//! removed first: stale work-dir mounts, agent directories, agent cgroups of our own subtree.
+//! removed first: stale work-dir mounts, agent cgroups of our own subtree, and the agent
+//! directories, which are set aside, but for those of the agents the previous kernel saved
+//! (they are restored with their directory, see `agents::restore`).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -43,8 +45,9 @@ impl Host {
         };
         let launcher = Launcher::start().context("start the agent launcher")?;
 
+        // What an earlier kernel left in it is sorted out once the saved agents are known
+        // (`Host::set_aside_previous_run`).
         let dir = state_dir.join("agents");
-        set_aside_previous_run(&dir, config.agent_retention);
         fs::create_dir_all(&dir)
             .and_then(|()| fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)))
             .with_context(|| format!("create {}", dir.display()))?;
@@ -94,28 +97,65 @@ pub fn subtree_name(state_dir: &Path) -> String {
     format!("clove-{:08x}", state_dir_hash(state_dir) as u32)
 }
 
-/// Sets aside the agent directories of the previous run as `agents.prev-<unix time>`: ids
-/// restart with every kernel start, so they cannot stay where new agents go, but their logs
-/// and work dirs stay readable until the retention runs out. Work-dir tmpfs are unmounted
-/// first (their contents lived in memory and are gone anyway), and earlier runs' directories
-/// past the retention are removed.
-fn set_aside_previous_run(dir: &Path, retention: Duration) {
+impl Host {
+    /// Sorts out what the previous kernel on this state dir left in the agents' directory:
+    /// the directories of the agents in `keep` (those it saved, which this kernel restores)
+    /// stay where they are, so their logs and work dirs go on; the others are set aside (see
+    /// [`set_aside_previous_run`]).
+    pub fn set_aside_previous_run(&self, keep: &[u32]) {
+        set_aside_previous_run(&self.dir, self.retention, keep);
+    }
+}
+
+/// Sets aside the agent directories of the previous run, but those of the agents in `keep`,
+/// into `agents.prev-<unix time>`: their ids never come back, and their logs and work dirs
+/// stay readable until the retention runs out. Every work-dir tmpfs is unmounted first (its
+/// contents lived in memory and are gone with the kernel anyway; a restored agent gets a
+/// fresh one), and earlier runs' directories past the retention are removed.
+fn set_aside_previous_run(dir: &Path, retention: Duration, keep: &[u32]) {
     unmount_below(dir);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    if dir.exists() {
+    let leftovers: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| {
+                    let id = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok());
+                    !id.is_some_and(|id| keep.contains(&id))
+                })
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !leftovers.is_empty() {
         let prev = dir.with_file_name(format!("agents.prev-{now}"));
-        match fs::rename(dir, &prev) {
+        let moved = fs::create_dir_all(&prev).and_then(|()| {
+            leftovers
+                .iter()
+                .try_for_each(|path| match path.file_name() {
+                    Some(name) => fs::rename(path, prev.join(name)),
+                    None => Ok(()),
+                })
+        });
+        match moved {
             Ok(()) => tracing::info!(
                 "the previous run's agent logs and work dirs are in {} for {}s",
                 prev.display(),
                 retention.as_secs()
             ),
             Err(e) => {
-                tracing::warn!("set aside {}: {e}; removing it", dir.display());
-                remove_dir(dir);
+                tracing::warn!(
+                    "set aside the previous run's agents in {}: {e}; removing them",
+                    prev.display()
+                );
+                for path in &leftovers {
+                    if path.exists() {
+                        remove_dir(path);
+                    }
+                }
             }
         }
     }
@@ -244,21 +284,30 @@ mod tests {
         let agents = state.path().join("agents");
         fs::create_dir_all(agents.join("2/work")).unwrap();
         fs::write(agents.join("2/output.log"), "hello\n").unwrap();
+        // A saved agent's directory stays.
+        fs::create_dir_all(agents.join("3/work")).unwrap();
+        fs::write(agents.join("3/output.log"), "again\n").unwrap();
         let ancient = state.path().join("agents.prev-1");
         fs::create_dir_all(ancient.join("5")).unwrap();
-        set_aside_previous_run(&agents, Duration::from_secs(3600));
-        assert!(!agents.exists());
+        set_aside_previous_run(&agents, Duration::from_secs(3600), &[3, 9]);
+        assert!(!agents.join("2").exists());
+        assert_eq!(
+            fs::read_to_string(agents.join("3/output.log")).unwrap(),
+            "again\n"
+        );
         assert!(!ancient.exists(), "past the retention: removed");
-        let kept: Vec<_> = fs::read_dir(state.path())
+        let prev: Vec<_> = fs::read_dir(state.path())
             .unwrap()
             .flatten()
             .map(|e| e.path())
+            .filter(|p| p != &agents)
             .collect();
-        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(prev.len(), 1, "{prev:?}");
         assert_eq!(
-            fs::read_to_string(kept[0].join("2/output.log")).unwrap(),
+            fs::read_to_string(prev[0].join("2/output.log")).unwrap(),
             "hello\n"
         );
+        assert!(!prev[0].join("3").exists());
     }
 
     #[test]

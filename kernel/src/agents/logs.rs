@@ -56,13 +56,24 @@ pub struct Chunk {
 }
 
 impl AgentLog {
-    /// The log in `dir` (created empty), capped at `max` bytes per file.
+    /// The log in `dir`, capped at `max` bytes per file: created empty, or continued when
+    /// `dir` has one (an agent restored by a new kernel), its offsets then counting from the
+    /// oldest byte on disk.
     pub fn create(dir: &Path, max: u64) -> io::Result<Arc<AgentLog>> {
-        open_append(&dir.join("output.log"))?;
+        let current = open_append(&dir.join("output.log"))?.metadata()?.len();
+        let rotated = match fs::metadata(dir.join("output.log.1")) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
         Ok(Arc::new(AgentLog {
             dir: dir.to_path_buf(),
             max: max.max(4096),
-            pos: Mutex::new(Positions::default()),
+            pos: Mutex::new(Positions {
+                rotated: 0,
+                current: rotated,
+                written: rotated + current,
+            }),
             written: watch::channel(0).0,
             closed: watch::channel(false).0,
             pumps: std::sync::atomic::AtomicUsize::new(0),
@@ -322,6 +333,20 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_log_left_by_an_earlier_kernel_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("output.log.1"), "old 1\n").unwrap();
+        fs::write(dir.path().join("output.log"), "old 2\n").unwrap();
+        let log = AgentLog::create(dir.path(), 4096).unwrap();
+        log.note("--- marker ---").unwrap();
+        let all = log.read_from(0).unwrap();
+        assert_eq!(all.text, "old 1\nold 2\n--- marker ---\n");
+        assert_eq!((all.first, all.next), (0, 25));
+        assert_eq!(log.tail(2).unwrap().text, "old 2\n--- marker ---\n");
+        assert_eq!(log.read_from(12).unwrap().text, "--- marker ---\n");
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Agents: the table of running and exited agents, their identities, and the logic of the
 //! lifecycle syscalls (SPAWN in [`spawn`], KILL/PAUSE/RESUME in [`control`], exit handling
-//! and restarts in [`exit`]; the restart policy itself is [`crate::supervisor::restart`]).
+//! and restarts in [`exit`]; the restart policy itself is [`crate::supervisor::restart`]),
+//! and the agents an earlier kernel saved, brought back at start ([`restore`]).
 //!
 //! An agent is known by its id (from the kernel's one id space) for its whole life, restarts
 //! included; its name is unique among live agents and free again once it has exited for
@@ -12,6 +13,7 @@ pub mod exit;
 pub mod host;
 pub mod logs;
 pub mod plan;
+pub mod restore;
 pub mod spawn;
 pub mod uids;
 
@@ -104,6 +106,9 @@ pub enum LifecycleEvent {
         /// Its policy restarts it: the agent lives on (same id, name, mailbox, names,
         /// subscriptions and agent-scoped keys). False for a final exit.
         restarting: bool,
+        /// The kernel's shutdown ended it: a saved agent comes back with the next kernel, so
+        /// its spec and agent-scoped keys stay.
+        shutdown: bool,
     },
     /// An agent will be restarted by its policy after `backoff_ms` (published before each
     /// restart).

@@ -33,6 +33,7 @@ use crate::sandbox::launch::{LaunchSpec, ProcessSpec};
 use crate::sandbox::mounts::{BindMount, NewFile, RootPlan};
 use crate::sandbox::privileges::{LandlockStatus, Lockdown, Rlimits};
 use crate::server::Identity;
+use crate::state::{SavedAgent, StateStore};
 use crate::supervisor::group::{GroupHandle, Msg};
 use crate::supervisor::restart::Supervision;
 
@@ -42,6 +43,9 @@ const TMP_SIZE: u64 = 64 << 20;
 const AGENT_NOFILE: u64 = 1024;
 /// Longest agent name.
 const NAME_MAX: usize = 128;
+/// The line a restored agent's log gets before the output of its first run under the new
+/// kernel (like the restart markers of `exit`).
+pub const RESTORED_MARKER: &str = "--- clove: restored after a kernel restart ---";
 
 fn invalid(why: impl std::fmt::Display) -> WireError {
     WireError::invalid_request(why)
@@ -68,15 +72,44 @@ pub(crate) struct Launched {
     pub report: Option<OwnedFd>,
 }
 
-/// Starts an agent for `caller`: validation and preparation (once per agent), then the launch
-/// of its first process ([`launch`], which every restart repeats).
+/// A SPAWN request resolved against its caller: nothing in it depends on the caller any
+/// more (its cwd, its view), so the same agent can be started again from it by a later
+/// kernel ([`super::restore`]).
+pub(crate) struct Resolved {
+    /// The request, with `script` the absolute host path of the script.
+    pub req: SpawnRequest,
+    script: PathBuf,
+    limits: Limits,
+    binds: Vec<(PathBuf, PathBuf, bool)>,
+    program: Option<ResolvedProgram>,
+    parent: Option<Arc<Agent>>,
+    owner_uid: u32,
+}
+
+/// Where an agent comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// SPAWN: a new id.
+    Spawn,
+    /// An agent of an earlier kernel on this state dir, brought back with its id, and with
+    /// its uid unless another live agent has that one.
+    Restored {
+        /// Its id.
+        id: u32,
+        /// The uid it had.
+        uid: u32,
+    },
+}
+
+/// Starts an agent for `caller`: the request is resolved against the caller ([`resolve`]),
+/// then started ([`start`]: preparation once per agent, then the launch of its first
+/// process, [`launch`], which every restart repeats).
 pub async fn spawn(
     kernel: &Kernel,
     caller: &Caller,
     req: SpawnRequest,
 ) -> Result<SpawnReply, WireError> {
     let agents = &kernel.agents;
-    validate_name(&req.name)?;
     let parent = if caller.agent {
         Some(agents.get(caller.id).ok_or_else(|| {
             WireError::new(
@@ -87,24 +120,73 @@ pub async fn spawn(
     } else {
         None
     };
-    // A sandboxed parent names paths as it sees them; the child gets only what it can see.
-    let view = parent.as_ref().and_then(|p| p.view.as_deref());
-    let script = resolve_script(&req.script, caller, view)?;
-    let limits = req.limits();
-    validate_limits(&limits)?;
-    let binds = validate_binds(&req, view)?;
-    let program = resolve_program(agents, &req).await?;
     let owner_uid = match &parent {
         Some(p) => p.owner_uid,
         None => caller.uid,
     };
+    let resolved = resolve(agents, req, parent, caller.pid, owner_uid).await?;
+    start(kernel, resolved, Origin::Spawn).await
+}
+
+/// Validates `req` and resolves it: the script as an absolute host path (a relative one
+/// against the working directory of process `caller_pid`, a sandboxed parent's through its
+/// view), the binds, the limits and the program.
+pub(crate) async fn resolve(
+    agents: &Agents,
+    mut req: SpawnRequest,
+    parent: Option<Arc<Agent>>,
+    caller_pid: Option<i32>,
+    owner_uid: u32,
+) -> Result<Resolved, WireError> {
+    validate_name(&req.name)?;
+    // A sandboxed parent names paths as it sees them; the child gets only what it can see.
+    let view = parent.as_ref().and_then(|p| p.view.as_deref());
+    let script = resolve_script(&req.script, caller_pid, view)?;
+    let limits = req.limits();
+    validate_limits(&limits)?;
+    let binds = validate_binds(&req, view)?;
+    let program = resolve_program(agents, &req).await?;
+    req.script = script.to_string_lossy().into_owned();
+    Ok(Resolved {
+        req,
+        script,
+        limits,
+        binds,
+        program,
+        parent,
+        owner_uid,
+    })
+}
+
+/// Starts a resolved agent: SPAWN's and the restore's shared path. Reserves the name, takes
+/// the id (a new one, or the restored agent's), the uid, the directory (a restored agent's
+/// is there already: its work dir and log go on), the socket and the plan; saves the spec of
+/// an operator's agent whose policy restarts it, durably, before its process is launched;
+/// then launches the first process and registers the agent.
+pub(crate) async fn start(
+    kernel: &Kernel,
+    resolved: Resolved,
+    origin: Origin,
+) -> Result<SpawnReply, WireError> {
+    let agents = &kernel.agents;
+    let Resolved {
+        req,
+        script,
+        limits,
+        binds,
+        program,
+        parent,
+        owner_uid,
+    } = resolved;
     let group = match &req.group {
         Some(name) => Some(join_check(kernel, name, owner_uid)?),
         None => None,
     };
-
     let t0 = Instant::now();
-    let id = kernel.ids.allocate();
+    let (id, earlier_uid) = match origin {
+        Origin::Spawn => (kernel.ids.allocate(), None),
+        Origin::Restored { id, uid } => (id, Some(uid)),
+    };
     agents.reserve(&req.name, id)?;
     let name = req.name.clone();
     let mut undo = Undo::new(agents, &name, id);
@@ -113,7 +195,7 @@ pub async fn spawn(
     // the uid (the agent stays in the live table, so nobody else takes it meanwhile).
     let sandboxed = req.sandboxed && agents.host.root;
     let (uid, gid) = if sandboxed {
-        let mut uid = agents.host.uids.uid(id);
+        let mut uid = earlier_uid.unwrap_or_else(|| agents.host.uids.uid(id));
         while agents.uid_in_use(uid) {
             uid = agents.host.uids.uid(uid.wrapping_add(1));
         }
@@ -125,10 +207,34 @@ pub async fn spawn(
         )
     };
 
+    // What a restarted kernel needs to bring the agent back, saved for an operator's agent
+    // whose policy restarts it (a child agent is spawned again by its parent when that comes
+    // back). The write goes to the store now and is awaited before the launch, so its fsync
+    // overlaps the preparation below; a failed SPAWN forgets it again.
+    let saving = (parent.is_none()
+        && req.restart_policy != RestartPolicy::Never
+        && earlier_uid != Some(uid))
+    .then(|| {
+        undo.saved = Some(kernel.state.as_ref());
+        kernel.state.save_agent(&SavedAgent {
+            id,
+            owner_uid,
+            uid,
+            spec: req.clone(),
+        })
+    });
+    if origin != Origin::Spawn {
+        // A restored agent's spec is kept when it cannot start (see `restore`).
+        undo.saved = None;
+    }
+
     // The agent's directory: work dir, empty root for the sandbox, socket, log. All of it
-    // outlives restarts.
+    // outlives restarts, and a restored agent's outlived the kernel: a failed restore leaves
+    // it for `restore` to deal with.
     let dir = agents.host.dir.join(id.to_string());
-    undo.dir = Some(dir.clone());
+    if origin == Origin::Spawn {
+        undo.dir = Some(dir.clone());
+    }
     let work = dir.join("work");
     let new_root = dir.join("root");
     let socket_path = dir.join("clove.sock");
@@ -146,6 +252,11 @@ pub async fn spawn(
     let listener = bind_agent_socket(&socket_path, uid, gid)?;
     let log = AgentLog::create(&dir, LOG_MAX_BYTES)
         .map_err(|e| internal(format!("create the log in {}: {e}", dir.display())))?;
+    if origin != Origin::Spawn {
+        if let Err(e) = log.note(RESTORED_MARKER) {
+            tracing::warn!(agent = id, "write the restore marker: {e}");
+        }
+    }
 
     let pythonpath = std::env::var("PYTHONPATH").ok();
     let plan = plan::plan(&PlanInput {
@@ -167,6 +278,9 @@ pub async fn spawn(
     });
     if let Some(copy) = &plan.script_copy {
         copy_script(&script, copy, uid, gid)?;
+    }
+    if let Some(saving) = saving {
+        saving.await?;
     }
     let t_prepared = t0.elapsed();
     let launchable = Launchable {
@@ -469,7 +583,7 @@ pub(crate) fn validate_name(name: &str) -> Result<(), WireError> {
 /// dir). A sandboxed agent's path is translated through its view.
 fn resolve_script(
     script: &str,
-    caller: &Caller,
+    caller_pid: Option<i32>,
     view: Option<&[PlanBind]>,
 ) -> Result<PathBuf, WireError> {
     if script.is_empty() {
@@ -488,8 +602,7 @@ fn resolve_script(
     let path = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        let cwd = caller
-            .pid
+        let cwd = caller_pid
             .and_then(|pid| fs::read_link(format!("/proc/{pid}/cwd")).ok())
             .ok_or_else(|| {
                 invalid(format!(
@@ -886,6 +999,8 @@ struct Undo<'a> {
     id: u32,
     dir: Option<PathBuf>,
     work_mount: Option<PathBuf>,
+    /// The store the agent's spec was saved to.
+    saved: Option<&'a StateStore>,
     armed: bool,
 }
 
@@ -897,6 +1012,7 @@ impl<'a> Undo<'a> {
             id,
             dir: None,
             work_mount: None,
+            saved: None,
             armed: true,
         }
     }
@@ -918,6 +1034,10 @@ impl Drop for Undo<'_> {
             if let Err(e) = fs::remove_dir_all(&dir) {
                 tracing::warn!(agent = self.id, "undo spawn: remove {}: {e}", dir.display());
             }
+        }
+        if let Some(store) = self.saved.take() {
+            // Queued behind the save; nothing waits for it.
+            drop(store.forget_agent(self.id));
         }
         self.agents.release(self.name, self.id);
     }

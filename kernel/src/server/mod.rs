@@ -66,21 +66,26 @@ impl Listeners {
     }
 }
 
-/// Serves `sockets` until `shutdown` is cancelled, then drains and returns.
-pub async fn serve(
-    kernel: Arc<Kernel>,
-    sockets: Vec<BoundSocket>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+/// Installs the accept machinery in `kernel.listeners`: from now on agents' sockets are
+/// served (those of restored agents, before the main sockets accept anything). Connections
+/// end when `shutdown` is cancelled.
+pub fn install(kernel: &Arc<Kernel>, shutdown: CancellationToken) -> Listeners {
     let listeners = Listeners {
-        kernel: Arc::downgrade(&kernel),
+        kernel: Arc::downgrade(kernel),
         slots: Arc::new(Semaphore::new(kernel.config.max_connections)),
         full_warned: Arc::new(AtomicBool::new(false)),
         conns: TaskTracker::new(),
         accepts: TaskTracker::new(),
-        shutdown: shutdown.clone(),
+        shutdown,
     };
     let _ = kernel.listeners.set(listeners.clone());
+    listeners
+}
+
+/// Serves `sockets` (and every agent socket of `listeners`) until the shutdown, then drains
+/// and returns.
+pub async fn serve(listeners: Listeners, sockets: Vec<BoundSocket>) -> anyhow::Result<()> {
+    let shutdown = listeners.shutdown.clone();
     let mut paths = Vec::new();
     for bound in sockets {
         let listener = UnixListener::from_std(bound.listener.try_clone()?)?;

@@ -1,11 +1,14 @@
 //! The SQLite file: opening it with the durability settings, the schema, loading it into the
 //! index, and the few statements the writer runs.
 //!
-//! Tables (schema version 1, in `PRAGMA user_version`):
+//! Tables (schema version 2, in `PRAGMA user_version`; version 1 lacked `agents`):
 //! * `kv(owner, key, value, version, expires_at)`: one row per durable key; `owner` 0 is a
 //!   `global` key, any other value the id owning an `agent` key; `value` is JSON text;
 //!   `expires_at` is wall-clock epoch milliseconds or NULL.
 //! * `meta(name, value)`: the id floor (`next_id`) of [`super::StateStore::id_block`].
+//! * `agents(id, seq, owner_uid, uid, spec)`: one row per agent that a restarted kernel
+//!   brings back (see [`super::SavedAgent`]); `seq` orders them as they were spawned, `spec`
+//!   is the resolved SpawnRequest as JSON text.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,9 +19,10 @@ use clove_abi::msg::state::StateScope;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::index::{Entry, Index, PLAIN};
+use super::SavedAgent;
 
 /// The schema this code reads and writes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// The file name inside the state dir.
 pub const FILE_NAME: &str = "state.db";
@@ -69,7 +73,14 @@ pub fn open(dir: &Path) -> anyhow::Result<Connection> {
              name TEXT PRIMARY KEY,
              value INTEGER NOT NULL
          ) WITHOUT ROWID;
-         PRAGMA user_version = 1;
+         CREATE TABLE IF NOT EXISTS agents (
+             id INTEGER PRIMARY KEY,
+             seq INTEGER NOT NULL,
+             owner_uid INTEGER NOT NULL,
+             uid INTEGER NOT NULL,
+             spec TEXT NOT NULL
+         );
+         PRAGMA user_version = 2;
          COMMIT;",
     )
     .with_context(what)?;
@@ -108,6 +119,68 @@ pub fn load(conn: &Connection, now: i64) -> anyhow::Result<Index> {
         index.put(owner, &key, Some(entry));
     }
     Ok(index)
+}
+
+/// The saved agents in the order they were spawned. A row whose spec no longer parses is
+/// logged, deleted and skipped: nothing could start it again.
+pub fn load_agents(conn: &Connection) -> anyhow::Result<Vec<SavedAgent>> {
+    let mut stmt = conn
+        .prepare("SELECT id, owner_uid, uid, spec FROM agents ORDER BY seq")
+        .context("load saved agents")?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .context("load saved agents")?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .context("load saved agents")?;
+    let mut saved = Vec::with_capacity(rows.len());
+    for (id, owner_uid, uid, spec) in rows {
+        match serde_json::from_str(&spec) {
+            Ok(spec) => saved.push(SavedAgent {
+                id,
+                owner_uid,
+                uid,
+                spec,
+            }),
+            Err(e) => {
+                tracing::error!(
+                    "saved agent {id}: its spec is not a spawn request ({e}); forgetting it"
+                );
+                delete_agent(conn, id).context("forget a saved agent")?;
+            }
+        }
+    }
+    Ok(saved)
+}
+
+/// Saves (inserts, or updates keeping its place in the order) an agent's row.
+pub fn save_agent(
+    conn: &Connection,
+    id: u32,
+    owner_uid: u32,
+    uid: u32,
+    spec: &str,
+) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO agents (id, seq, owner_uid, uid, spec)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM agents), ?2, ?3, ?4)
+         ON CONFLICT (id) DO UPDATE SET owner_uid = ?2, uid = ?3, spec = ?4",
+    )?;
+    stmt.execute(params![id, owner_uid, uid, spec])?;
+    Ok(())
+}
+
+/// Deletes an agent's row (a no-op when there is none).
+pub fn delete_agent(conn: &Connection, id: u32) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached("DELETE FROM agents WHERE id = ?1")?;
+    stmt.execute(params![id])?;
+    Ok(())
 }
 
 /// Writes (inserts or replaces) the row of a durable entry.

@@ -45,6 +45,7 @@ use clove_abi::msg::state::{
     DeleteReply, DeleteRequest, FetchReply, FetchRequest, KeysReply, KeysRequest, StateScope,
     StoreReply, StoreRequest,
 };
+use clove_abi::msg::SpawnRequest;
 use clove_abi::Json;
 use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
@@ -124,11 +125,27 @@ impl Shared {
     }
 }
 
+/// The spec of an agent that a restarted kernel brings back: one whose policy restarts it,
+/// spawned by an operator (docs/supervision.md, "Kernel restarts").
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedAgent {
+    /// Its id (it keeps it).
+    pub id: u32,
+    /// The operator uid it belongs to.
+    pub owner_uid: u32,
+    /// The uid it runs as.
+    pub uid: u32,
+    /// The request as resolved: an absolute script path, nothing relative to a caller.
+    pub spec: SpawnRequest,
+}
+
 /// The state store. `Send + Sync`: share it through an `Arc`; every method takes `&self`.
 #[derive(Debug)]
 pub struct StateStore {
     shared: Arc<Shared>,
     ops: mpsc::Sender<Op>,
+    /// The saved agents as found at open, in spawn order.
+    saved: Vec<SavedAgent>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before 1970).
@@ -159,6 +176,8 @@ impl StateStore {
         let conn = db::open(dir)?;
         let index = db::load(&conn, now_ms())
             .with_context(|| format!("load state database in {}", dir.display()))?;
+        let saved = db::load_agents(&conn)
+            .with_context(|| format!("load state database in {}", dir.display()))?;
         let (changes, _) = broadcast::channel(CHANGE_CAPACITY);
         let shared = Arc::new(Shared {
             index: RwLock::new(index),
@@ -172,7 +191,7 @@ impl StateStore {
             .name("clove-state-writer".into())
             .spawn(move || writer.run(rx))
             .context("start the state writer thread")?;
-        Ok(StateStore { shared, ops })
+        Ok(StateStore { shared, ops, saved })
     }
 
     /// Sends `op` to the writer and waits for its answer.
@@ -180,9 +199,7 @@ impl StateStore {
         &self,
         op: impl FnOnce(oneshot::Sender<Result<T, WireError>>) -> Op,
     ) -> Result<T, WireError> {
-        let (tx, rx) = oneshot::channel();
-        self.ops.send(op(tx)).map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        self.send(op)?.await.map_err(|_| stopped())?
     }
 
     /// STORE: sets `req.key` in `req.scope` for `caller` (the owner of an `agent` key).
@@ -309,13 +326,57 @@ impl StateStore {
         })
     }
 
-    /// Removes every agent key of `id`, an agent gone for good. Answers the number removed.
-    /// No change events: their only recipient is gone.
-    pub async fn drop_owner(&self, id: u32) -> Result<usize, WireError> {
-        if id == PLAIN {
-            return Ok(0);
-        }
-        self.ask(|tx| Op::DropOwners(Owners::One(id), tx)).await
+    /// The agents saved when the store was opened (by an earlier kernel on this state dir), in
+    /// the order they were spawned: what this kernel restores at start.
+    pub fn saved_agents(&self) -> &[SavedAgent] {
+        &self.saved
+    }
+
+    /// Saves `agent`'s spec so that a restarted kernel brings it back (replacing an earlier
+    /// save of its id, which keeps its place in the order). The request reaches the writer at
+    /// once, so a later [`StateStore::forget_agent`] of the id comes after it; the future
+    /// answers once the row is durable.
+    pub fn save_agent(
+        &self,
+        agent: &SavedAgent,
+    ) -> impl std::future::Future<Output = Result<(), WireError>> + Send + 'static {
+        let spec = serde_json::to_string(&agent.spec).map_err(|e| {
+            WireError::new(
+                ErrorCode::Internal,
+                format!("save the spec of agent {}: {e}", agent.id),
+            )
+        });
+        let sent = spec.and_then(|spec| {
+            self.send(|reply| Op::SaveAgent {
+                id: agent.id,
+                owner_uid: agent.owner_uid,
+                uid: agent.uid,
+                spec,
+                reply,
+            })
+        });
+        async move { sent?.await.map_err(|_| stopped())?.map(drop) }
+    }
+
+    /// Forgets agent `id`, gone for good: its saved spec, if any, and its agent keys, in one
+    /// transaction. The request reaches the writer at once (dropping the future does not
+    /// call it off); the future answers the number of keys removed once that is durable.
+    pub fn forget_agent(
+        &self,
+        id: u32,
+    ) -> impl std::future::Future<Output = Result<usize, WireError>> + Send + 'static {
+        let sent = self.send(|reply| Op::ForgetAgent(id, reply));
+        async move { sent?.await.map_err(|_| stopped())? }
+    }
+
+    /// Sends `op` to the writer now; its answer comes on the receiver.
+    fn send<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, WireError>>) -> Op,
+    ) -> Result<oneshot::Receiver<Result<T, WireError>>, WireError> {
+        let (tx, rx) = oneshot::channel();
+        self.ops.send(op(tx)).map_err(|_| stopped())?;
+        Ok(rx)
     }
 
     /// At kernel start: removes the agent keys of every owner not in `ids` (the agents whose

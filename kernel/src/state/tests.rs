@@ -607,7 +607,7 @@ async fn key_count_and_total_size_limits_are_enforced() {
 }
 
 #[tokio::test]
-async fn drop_owner_and_retain_owners_remove_agent_keys_only() {
+async fn forget_agent_and_retain_owners_remove_agent_keys_only() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());
     for owner in [A, B, 9, 10] {
@@ -616,9 +616,9 @@ async fn drop_owner_and_retain_owners_remove_agent_keys_only() {
     }
     s.store(A, req("plain", json!(1), Global)).await.unwrap();
     s.store(A, req("sess", json!(1), Session)).await.unwrap();
-    assert_eq!(s.drop_owner(A).await.unwrap(), 2);
-    assert_eq!(s.drop_owner(A).await.unwrap(), 0);
-    assert_eq!(s.drop_owner(PLAIN).await.unwrap(), 0);
+    assert_eq!(s.forget_agent(A).await.unwrap(), 2);
+    assert_eq!(s.forget_agent(A).await.unwrap(), 0);
+    assert_eq!(s.forget_agent(PLAIN).await.unwrap(), 0);
     assert_eq!(keys(&s, A, None).await, ["plain", "sess"]);
     assert_eq!(s.retain_owners(&[B, 42]).await.unwrap(), 4);
     assert_eq!(get(&s, B, "x").await, Some((json!(B), Agent, 1)));
@@ -632,6 +632,78 @@ async fn drop_owner_and_retain_owners_remove_agent_keys_only() {
     assert_eq!(keys(&s, B, None).await, ["plain", "x", "y"]);
     assert_eq!(keys(&s, 10, None).await, ["plain"]);
     s.shutdown().await;
+}
+
+fn saved(id: u32, name: &str) -> SavedAgent {
+    let mut spec = SpawnRequest::new(name, format!("/srv/{name}.py"));
+    spec.restart_policy = clove_abi::msg::RestartPolicy::Always;
+    spec.args = vec!["--x".into()];
+    SavedAgent {
+        id,
+        owner_uid: 1000,
+        uid: 5000 + id,
+        spec,
+    }
+}
+
+#[tokio::test]
+async fn saved_agents_come_back_in_spawn_order_until_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    assert!(s.saved_agents().is_empty());
+    // Spawn order, not id order: 12 was saved before 11.
+    for a in [saved(12, "b"), saved(11, "a"), saved(13, "c")] {
+        s.save_agent(&a).await.unwrap();
+    }
+    s.store(11, req("k", json!(1), Agent)).await.unwrap();
+    s.store(13, req("k", json!(3), Agent)).await.unwrap();
+    // Saving again (a new uid) keeps the place in the order.
+    let mut again = saved(12, "b");
+    again.uid = 7;
+    s.save_agent(&again).await.unwrap();
+    s.shutdown().await;
+
+    let s = open(dir.path());
+    let ids: Vec<u32> = s.saved_agents().iter().map(|a| a.id).collect();
+    assert_eq!(ids, [12, 11, 13]);
+    assert_eq!(s.saved_agents()[0], again);
+    assert_eq!(s.saved_agents()[1], saved(11, "a"));
+    // Forgetting drops the spec and the agent keys in one go; a second time is harmless.
+    assert_eq!(s.forget_agent(13).await.unwrap(), 1);
+    assert_eq!(s.forget_agent(13).await.unwrap(), 0);
+    // Dropped before it is awaited: still carried out, in order.
+    drop(s.forget_agent(12));
+    s.shutdown().await;
+
+    let s = open(dir.path());
+    let ids: Vec<u32> = s.saved_agents().iter().map(|a| a.id).collect();
+    assert_eq!(ids, [11]);
+    assert_eq!(get(&s, 11, "k").await, Some((json!(1), Agent, 1)));
+    assert_eq!(get(&s, 13, "k").await, None);
+    s.shutdown().await;
+}
+
+#[test]
+fn a_saved_spec_that_no_longer_parses_is_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = db::open(dir.path()).unwrap();
+        db::save_agent(&conn, 3, 0, 0, "{not json").unwrap();
+        db::save_agent(
+            &conn,
+            4,
+            0,
+            0,
+            &serde_json::to_string(&saved(4, "d").spec).unwrap(),
+        )
+        .unwrap();
+    }
+    let s = open(dir.path());
+    let ids: Vec<u32> = s.saved_agents().iter().map(|a| a.id).collect();
+    assert_eq!(ids, [4]);
+    drop(s);
+    let conn = db::open(dir.path()).unwrap();
+    assert_eq!(db::load_agents(&conn).unwrap().len(), 1);
 }
 
 #[tokio::test]

@@ -70,6 +70,18 @@ pub enum Op {
     },
     /// Remove agent keys by owner; answers the number of keys removed.
     DropOwners(Owners, oneshot::Sender<Result<usize, WireError>>),
+    /// Save the spec of an agent that a restarted kernel brings back; answers 1.
+    SaveAgent {
+        id: u32,
+        owner_uid: u32,
+        uid: u32,
+        /// The resolved SpawnRequest as JSON text.
+        spec: String,
+        reply: oneshot::Sender<Result<usize, WireError>>,
+    },
+    /// Forget an agent gone for good: its saved spec (if any) and its agent keys, in one
+    /// transaction; answers the number of keys removed.
+    ForgetAgent(u32, oneshot::Sender<Result<usize, WireError>>),
     /// Remove up to `max` expired keys; answers the number removed.
     Purge {
         max: usize,
@@ -208,6 +220,22 @@ impl Writer {
                 Op::DropOwners(owners, tx) => Answer::Count(
                     tx,
                     self.step(&mut r, &mut failed, |w, r| w.drop_owners(r, &owners)),
+                ),
+                Op::SaveAgent {
+                    id,
+                    owner_uid,
+                    uid,
+                    spec,
+                    reply,
+                } => Answer::Count(
+                    reply,
+                    self.step(&mut r, &mut failed, |w, r| {
+                        w.save_agent(r, id, owner_uid, uid, &spec)
+                    }),
+                ),
+                Op::ForgetAgent(id, reply) => Answer::Count(
+                    reply,
+                    self.step(&mut r, &mut failed, |w, r| w.forget_agent(r, id)),
                 ),
                 Op::Purge { max, reply } => Answer::Count(
                     reply,
@@ -488,6 +516,32 @@ impl Writer {
             }
         }
         Ok(Ok(removed))
+    }
+
+    /// Saves an agent's row in this round's transaction.
+    fn save_agent(
+        &mut self,
+        r: &mut Round,
+        id: u32,
+        owner_uid: u32,
+        uid: u32,
+        spec: &str,
+    ) -> Step<usize> {
+        self.begin(r)?;
+        db::save_agent(&self.conn, id, owner_uid, uid, spec)
+            .map_err(|e| db::wire_error(&format!("save the spec of agent {id}"), &e))?;
+        Ok(Ok(1))
+    }
+
+    /// Deletes an agent's row and its agent keys in this round's transaction.
+    fn forget_agent(&mut self, r: &mut Round, id: u32) -> Step<usize> {
+        self.begin(r)?;
+        db::delete_agent(&self.conn, id)
+            .map_err(|e| db::wire_error(&format!("forget the spec of agent {id}"), &e))?;
+        if id == PLAIN {
+            return Ok(Ok(0));
+        }
+        self.drop_owners(r, &Owners::One(id))
     }
 
     /// Removes up to `max` keys that expired by `now`, with an `expired` event each.
