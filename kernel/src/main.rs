@@ -120,7 +120,11 @@ fn run(config: Config) -> anyhow::Result<()> {
         let _enter = runtime.enter();
         agents::Host::setup(&config, state.path())?
     };
-    let kernel = Arc::new(kernel::Kernel::new(config, host, state.path())?);
+    let kernel = {
+        // Inside the runtime: what the previous run left expires on timers, not threads.
+        let _enter = runtime.enter();
+        Arc::new(kernel::Kernel::new(config, host, state.path())?)
+    };
     let state_path = state.path().display().to_string();
     runtime.block_on(async move {
         let shutdown = kernel.stopping.clone();

@@ -344,7 +344,7 @@ mod tests {
         log.note("--- marker ---").unwrap();
         let all = log.read_from(0).unwrap();
         assert_eq!(all.text, "old 1\nold 2\n--- marker ---\n");
-        assert_eq!((all.first, all.next), (0, 25));
+        assert_eq!((all.first, all.next), (0, 27));
         assert_eq!(log.tail(2).unwrap().text, "old 2\n--- marker ---\n");
         assert_eq!(log.read_from(12).unwrap().text, "--- marker ---\n");
     }

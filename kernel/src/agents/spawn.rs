@@ -1,12 +1,14 @@
-//! SPAWN: validate the request, prepare the agent's directory, socket and plan (once per
-//! agent), then launch its process ([`launch`]: cgroup, clone, placement, release; a restart
-//! repeats only this step, with the same id), and register it.
+//! SPAWN: resolve the request against its caller ([`resolve`]), prepare the agent's id,
+//! directory, socket and plan once ([`start`], which also brings back the agents an earlier
+//! kernel saved, see [`super::restore`]), then launch its process ([`launch`]: cgroup, clone,
+//! placement, release; a restart repeats only this step, with the same id), and register it.
 //!
 //! The order matters. The name is reserved first (two concurrent SPAWNs of one name: one
-//! wins). The cgroup is made while the launcher clones the process, and the process is placed
-//! in it before it runs anything of the agent (init sets up the sandbox meanwhile, but forks
-//! the agent only after `release`), so no agent code ever runs outside its limits. Every
-//! failure undoes what was done, so a failed SPAWN leaves nothing behind.
+//! wins). The spec of an agent that a restarted kernel brings back is durable before its
+//! process is launched. The cgroup is made while the launcher clones the process, and the
+//! process is placed in it before it runs anything of the agent (init sets up the sandbox
+//! meanwhile, but forks the agent only after `release`), so no agent code ever runs outside
+//! its limits. Every failure undoes what was done, so a failed SPAWN leaves nothing behind.
 
 use std::fs;
 use std::os::fd::OwnedFd;

@@ -359,7 +359,7 @@ impl StateStore {
     }
 
     /// Forgets agent `id`, gone for good: its saved spec, if any, and its agent keys, in one
-    /// transaction. The request reaches the writer at once (dropping the future does not
+    /// transaction, without change events (their only recipient is gone). The request reaches the writer at once (dropping the future does not
     /// call it off); the future answers the number of keys removed once that is durable.
     pub fn forget_agent(
         &self,

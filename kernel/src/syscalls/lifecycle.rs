@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use clove_abi::msg::{
     AgentRef, KillReply, KillRequest, ListReply, ListRequest, LogsReply, LogsRequest, PauseReply,
-    PauseRequest, ResumeReply, ResumeRequest, SpawnReply, SpawnRequest, WaitReply, WaitRequest,
+    PauseRequest, RestartPolicy, ResumeReply, ResumeRequest, SpawnReply, SpawnRequest, WaitReply,
+    WaitRequest,
 };
 use clove_abi::WireError;
 
@@ -41,6 +42,12 @@ pub async fn kill(
     let agent = kernel.agents.find(target(req.target())?)?;
     control::authorize(&kernel.agents, caller, &agent, "kill")?;
     control::kill(&agent, control::grace_of(&agent, kernel.config.kill_grace)).await?;
+    if agent.parent.is_none() && agent.spec.restart_policy != RestartPolicy::Never {
+        // The agent's final exit has its saved spec forgotten (kernel.rs, `release_on_exit`);
+        // asking again, which is harmless, answers once that is durable, so a kernel that dies
+        // right after this reply does not bring a KILLed agent back.
+        kernel.state.forget_agent(agent.id).await?;
+    }
     Ok(KillReply {
         success: true,
         killed: true,
