@@ -73,7 +73,7 @@ impl Kernel {
         ];
         let agents = Arc::new(Agents::new(host, observers));
         Ok(Kernel {
-            groups: Groups::new(Arc::clone(&agents), config.kill_grace),
+            groups: Groups::new(Arc::clone(&agents), Arc::clone(&state), config.kill_grace),
             config,
             agents,
             events,

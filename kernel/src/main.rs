@@ -142,6 +142,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         let listeners = server::install(&kernel, shutdown);
         // The agents an earlier kernel saved come back before the main sockets accept, so
         // no SPAWN takes one's name first. (Supervisor groups are restored before them.)
+        kernel.groups.restore();
         agents::restore::restore(&kernel).await;
         let served = server::serve(listeners, sockets).await;
         kernel.stop_agents().await;

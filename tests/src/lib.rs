@@ -199,9 +199,7 @@ impl Kernel {
     /// reaps it. The temporary directory and the state dir stay, for a next kernel on the same
     /// state dir ([`KernelOpts::state_dir`]); they go when this value is dropped.
     pub fn sigkill(&mut self) -> Result<ExitStatus> {
-        let mut child = self.child.take().context("kernel already stopped")?;
-        signal(&child, libc::SIGKILL);
-        wait_timeout(&mut child, Duration::from_secs(10))
+        self.signal_and_keep(libc::SIGKILL, Duration::from_secs(10))
     }
 
     /// Starts another kernel on this one's state dir (this one must have stopped), with

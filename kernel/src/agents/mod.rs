@@ -418,6 +418,11 @@ impl Agents {
         }
     }
 
+    /// The kernel's shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// A live agent by id or name.
     pub fn find(&self, r: AgentRef<'_>) -> Result<Arc<Agent>, WireError> {
         let t = lock(&self.table);

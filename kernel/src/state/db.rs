@@ -1,7 +1,8 @@
 //! The SQLite file: opening it with the durability settings, the schema, loading it into the
 //! index, and the few statements the writer runs.
 //!
-//! Tables (schema version 2, in `PRAGMA user_version`; version 1 lacked `agents`):
+//! Tables (schema version 3, in `PRAGMA user_version`; version 1 lacked `agents`, version 2
+//! `groups`):
 //! * `kv(owner, key, value, version, expires_at)`: one row per durable key; `owner` 0 is a
 //!   `global` key, any other value the id owning an `agent` key; `value` is JSON text;
 //!   `expires_at` is wall-clock epoch milliseconds or NULL.
@@ -9,6 +10,8 @@
 //! * `agents(id, seq, owner_uid, uid, spec)`: one row per agent that a restarted kernel
 //!   brings back (see [`super::SavedAgent`]); `seq` orders them as they were spawned, `spec`
 //!   is the resolved SpawnRequest as JSON text.
+//! * `groups(name, seq, owner_uid, spec)`: one row per supervisor group that a restarted kernel
+//!   creates again (see [`super::SavedGroup`]); `spec` is the GroupCreateRequest as JSON text.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,10 +22,10 @@ use clove_abi::msg::state::StateScope;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::index::{Entry, Index, PLAIN};
-use super::SavedAgent;
+use super::{SavedAgent, SavedGroup};
 
 /// The schema this code reads and writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// The file name inside the state dir.
 pub const FILE_NAME: &str = "state.db";
@@ -80,7 +83,13 @@ pub fn open(dir: &Path) -> anyhow::Result<Connection> {
              uid INTEGER NOT NULL,
              spec TEXT NOT NULL
          );
-         PRAGMA user_version = 2;
+         CREATE TABLE IF NOT EXISTS groups (
+             name TEXT PRIMARY KEY,
+             seq INTEGER NOT NULL,
+             owner_uid INTEGER NOT NULL,
+             spec TEXT NOT NULL
+         );
+         PRAGMA user_version = 3;
          COMMIT;",
     )
     .with_context(what)?;
@@ -157,6 +166,61 @@ pub fn load_agents(conn: &Connection) -> anyhow::Result<Vec<SavedAgent>> {
         }
     }
     Ok(saved)
+}
+
+/// The saved groups in the order they were created. A row whose spec no longer parses is
+/// logged, deleted and skipped.
+pub fn load_groups(conn: &Connection) -> anyhow::Result<Vec<SavedGroup>> {
+    let mut stmt = conn
+        .prepare("SELECT name, owner_uid, spec FROM groups ORDER BY seq")
+        .context("load saved groups")?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .context("load saved groups")?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .context("load saved groups")?;
+    let mut saved = Vec::with_capacity(rows.len());
+    for (name, owner_uid, spec) in rows {
+        match serde_json::from_str(&spec) {
+            Ok(spec) => saved.push(SavedGroup { owner_uid, spec }),
+            Err(e) => {
+                tracing::error!(
+                    "saved group {name:?}: its spec is not a group request ({e}); forgetting it"
+                );
+                delete_group(conn, &name).context("forget a saved group")?;
+            }
+        }
+    }
+    Ok(saved)
+}
+
+/// Saves (inserts, or updates keeping its place in the order) a group's row.
+pub fn save_group(
+    conn: &Connection,
+    name: &str,
+    owner_uid: u32,
+    spec: &str,
+) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO groups (name, seq, owner_uid, spec)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM groups), ?2, ?3)
+         ON CONFLICT (name) DO UPDATE SET owner_uid = ?2, spec = ?3",
+    )?;
+    stmt.execute(params![name, owner_uid, spec])?;
+    Ok(())
+}
+
+/// Deletes a group's row (a no-op when there is none).
+pub fn delete_group(conn: &Connection, name: &str) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached("DELETE FROM groups WHERE name = ?1")?;
+    stmt.execute(params![name])?;
+    Ok(())
 }
 
 /// Saves (inserts, or updates keeping its place in the order) an agent's row.

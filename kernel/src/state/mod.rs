@@ -45,7 +45,7 @@ use clove_abi::msg::state::{
     DeleteReply, DeleteRequest, FetchReply, FetchRequest, KeysReply, KeysRequest, StateScope,
     StoreReply, StoreRequest,
 };
-use clove_abi::msg::SpawnRequest;
+use clove_abi::msg::{GroupCreateRequest, SpawnRequest};
 use clove_abi::Json;
 use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
@@ -139,6 +139,16 @@ pub struct SavedAgent {
     pub spec: SpawnRequest,
 }
 
+/// The spec of a supervisor group that a restarted kernel creates again (before it restores
+/// the agents saved in it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedGroup {
+    /// The operator uid it belongs to.
+    pub owner_uid: u32,
+    /// What GROUP_CREATE asked for.
+    pub spec: GroupCreateRequest,
+}
+
 /// The state store. `Send + Sync`: share it through an `Arc`; every method takes `&self`.
 #[derive(Debug)]
 pub struct StateStore {
@@ -146,6 +156,8 @@ pub struct StateStore {
     ops: mpsc::Sender<Op>,
     /// The saved agents as found at open, in spawn order.
     saved: Vec<SavedAgent>,
+    /// The saved groups as found at open, in creation order.
+    saved_groups: Vec<SavedGroup>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before 1970).
@@ -178,6 +190,8 @@ impl StateStore {
             .with_context(|| format!("load state database in {}", dir.display()))?;
         let saved = db::load_agents(&conn)
             .with_context(|| format!("load state database in {}", dir.display()))?;
+        let saved_groups = db::load_groups(&conn)
+            .with_context(|| format!("load state database in {}", dir.display()))?;
         let (changes, _) = broadcast::channel(CHANGE_CAPACITY);
         let shared = Arc::new(Shared {
             index: RwLock::new(index),
@@ -191,7 +205,12 @@ impl StateStore {
             .name("clove-state-writer".into())
             .spawn(move || writer.run(rx))
             .context("start the state writer thread")?;
-        Ok(StateStore { shared, ops, saved })
+        Ok(StateStore {
+            shared,
+            ops,
+            saved,
+            saved_groups,
+        })
     }
 
     /// Sends `op` to the writer and waits for its answer.
@@ -367,6 +386,45 @@ impl StateStore {
     ) -> impl std::future::Future<Output = Result<usize, WireError>> + Send + 'static {
         let sent = self.send(|reply| Op::ForgetAgent(id, reply));
         async move { sent?.await.map_err(|_| stopped())? }
+    }
+
+    /// The supervisor groups saved when the store was opened, in creation order.
+    pub fn saved_groups(&self) -> &[SavedGroup] {
+        &self.saved_groups
+    }
+
+    /// Saves a group's spec so that a restarted kernel creates it again; answers once the row
+    /// is durable.
+    pub fn save_group(
+        &self,
+        group: &SavedGroup,
+    ) -> impl std::future::Future<Output = Result<(), WireError>> + Send + 'static {
+        let name = group.spec.name.clone();
+        let spec = serde_json::to_string(&group.spec).map_err(|e| {
+            WireError::new(
+                ErrorCode::Internal,
+                format!("save the spec of group {name:?}: {e}"),
+            )
+        });
+        let sent = spec.and_then(|spec| {
+            self.send(|reply| Op::SaveGroup {
+                name,
+                owner_uid: group.owner_uid,
+                spec,
+                reply,
+            })
+        });
+        async move { sent?.await.map_err(|_| stopped())?.map(drop) }
+    }
+
+    /// Forgets a group's saved spec (if any). The request reaches the writer at once; the
+    /// future answers once that is durable.
+    pub fn forget_group(
+        &self,
+        name: &str,
+    ) -> impl std::future::Future<Output = Result<(), WireError>> + Send + 'static {
+        let sent = self.send(|reply| Op::ForgetGroup(name.to_owned(), reply));
+        async move { sent?.await.map_err(|_| stopped())?.map(drop) }
     }
 
     /// Sends `op` to the writer now; its answer comes on the receiver.

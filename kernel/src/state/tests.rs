@@ -947,3 +947,50 @@ async fn acknowledged_stores_survive_sigkill() {
     }
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn saved_groups_come_back_in_creation_order_until_forgotten() {
+    use crate::state::SavedGroup;
+    use clove_abi::msg::{GroupCreateRequest, GroupStrategy};
+    let group = |name: &str, parent: Option<&str>| SavedGroup {
+        owner_uid: 1000,
+        spec: GroupCreateRequest {
+            strategy: GroupStrategy::RestForOne,
+            intensity: 4,
+            parent: parent.map(str::to_owned),
+            ..GroupCreateRequest::new(name)
+        },
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    assert!(s.saved_groups().is_empty());
+    for g in [
+        group("top", None),
+        group("b", Some("top")),
+        group("a", Some("top")),
+    ] {
+        s.save_group(&g).await.unwrap();
+    }
+    s.shutdown().await;
+
+    let s = open(dir.path());
+    let names: Vec<&str> = s
+        .saved_groups()
+        .iter()
+        .map(|g| g.spec.name.as_str())
+        .collect();
+    assert_eq!(names, ["top", "b", "a"]);
+    assert_eq!(s.saved_groups()[1], group("b", Some("top")));
+    s.forget_group("b").await.unwrap();
+    s.forget_group("b").await.unwrap();
+    s.shutdown().await;
+
+    let s = open(dir.path());
+    let names: Vec<&str> = s
+        .saved_groups()
+        .iter()
+        .map(|g| g.spec.name.as_str())
+        .collect();
+    assert_eq!(names, ["top", "a"]);
+    s.shutdown().await;
+}

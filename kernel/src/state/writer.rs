@@ -82,6 +82,16 @@ pub enum Op {
     /// Forget an agent gone for good: its saved spec (if any) and its agent keys, in one
     /// transaction; answers the number of keys removed.
     ForgetAgent(u32, oneshot::Sender<Result<usize, WireError>>),
+    /// Save (insert or replace) a supervisor group's spec.
+    SaveGroup {
+        name: String,
+        owner_uid: u32,
+        /// The GroupCreateRequest as JSON text.
+        spec: String,
+        reply: oneshot::Sender<Result<usize, WireError>>,
+    },
+    /// Forget a group's saved spec (if any).
+    ForgetGroup(String, oneshot::Sender<Result<usize, WireError>>),
     /// Remove up to `max` expired keys; answers the number removed.
     Purge {
         max: usize,
@@ -236,6 +246,31 @@ impl Writer {
                 Op::ForgetAgent(id, reply) => Answer::Count(
                     reply,
                     self.step(&mut r, &mut failed, |w, r| w.forget_agent(r, id)),
+                ),
+                Op::SaveGroup {
+                    name,
+                    owner_uid,
+                    spec,
+                    reply,
+                } => Answer::Count(
+                    reply,
+                    self.step(&mut r, &mut failed, |w, r| {
+                        w.begin(r)?;
+                        db::save_group(&w.conn, &name, owner_uid, &spec).map_err(|e| {
+                            db::wire_error(&format!("save the spec of group {name:?}"), &e)
+                        })?;
+                        Ok(Ok(1))
+                    }),
+                ),
+                Op::ForgetGroup(name, reply) => Answer::Count(
+                    reply,
+                    self.step(&mut r, &mut failed, |w, r| {
+                        w.begin(r)?;
+                        db::delete_group(&w.conn, &name).map_err(|e| {
+                            db::wire_error(&format!("forget the spec of group {name:?}"), &e)
+                        })?;
+                        Ok(Ok(1))
+                    }),
                 ),
                 Op::Purge { max, reply } => Answer::Count(
                     reply,

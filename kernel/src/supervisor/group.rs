@@ -31,6 +31,7 @@ use clove_abi::{ErrorCode, WireError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::agents::{control, Agent, Agents, ExitReason, LifecycleEvent};
+use crate::state::{SavedGroup, StateStore};
 use crate::sync::lock;
 
 /// The longest a group waits for a child group to stop or start before it goes on without
@@ -148,6 +149,8 @@ impl GroupHandle {
 pub struct Groups {
     table: Mutex<Table>,
     agents: Arc<Agents>,
+    /// Where group specs are saved, so a restarted kernel creates them again.
+    state: Arc<StateStore>,
     /// SIGTERM → SIGKILL time of a child with no `grace_ms` in a group with no
     /// `shutdown_ms`: the kernel's `kill_grace`.
     default_grace: Duration,
@@ -163,13 +166,57 @@ struct Table {
 
 impl Groups {
     /// The groups of a kernel whose agents are `agents`.
-    pub fn new(agents: Arc<Agents>, default_grace: Duration) -> Arc<Groups> {
+    pub fn new(
+        agents: Arc<Agents>,
+        state: Arc<StateStore>,
+        default_grace: Duration,
+    ) -> Arc<Groups> {
         Arc::new_cyclic(|me| Groups {
             table: Mutex::new(Table::default()),
             agents,
+            state,
             default_grace,
             me: me.clone(),
         })
+    }
+
+    /// GROUP_CREATE: creates the group and saves its spec (durably, before it answers), so a
+    /// restarted kernel creates it again.
+    pub async fn create_saved(
+        &self,
+        req: GroupCreateRequest,
+        owner_uid: u32,
+        root: bool,
+    ) -> Result<GroupInfo, WireError> {
+        let spec = req.clone();
+        let info = self.create(req, owner_uid, root)?;
+        let saved = self.state.save_group(&SavedGroup { owner_uid, spec });
+        if let Err(e) = saved.await {
+            if let Some(g) = self.get(&info.name) {
+                let _ = self.stop(&g).await;
+            }
+            return Err(e);
+        }
+        Ok(info)
+    }
+
+    /// At start, before the saved agents come back: creates the groups an earlier kernel on
+    /// this state dir saved, in creation order (parents first). A group that cannot be
+    /// created again is logged and forgotten.
+    pub fn restore(&self) {
+        let saved = self.state.saved_groups();
+        if !saved.is_empty() {
+            tracing::info!("restoring {} group(s) of the previous kernel", saved.len());
+        }
+        for g in saved {
+            match self.create(g.spec.clone(), g.owner_uid, true) {
+                Ok(_) => tracing::info!(group = %g.spec.name, "restored group {:?}", g.spec.name),
+                Err(e) => {
+                    tracing::error!(group = %g.spec.name, "group {:?} not restored: {}; forgetting it", g.spec.name, e.message);
+                    drop(self.state.forget_group(&g.spec.name));
+                }
+            }
+        }
     }
 
     /// GROUP_CREATE for an operator of uid `owner_uid` (an agent's owner for agents).
@@ -337,10 +384,18 @@ impl Groups {
         while stops.join_next().await.is_some() {}
     }
 
+    /// The group is gone: out of the table, and (unless the kernel is shutting down, when
+    /// it is to come back) its saved spec forgotten.
     fn remove(&self, name: &str) {
-        let mut t = lock(&self.table);
-        t.by_name.remove(name);
-        t.order.retain(|n| n != name);
+        {
+            let mut t = lock(&self.table);
+            t.by_name.remove(name);
+            t.order.retain(|n| n != name);
+        }
+        if !self.agents.is_shutting_down() {
+            // The request reaches the writer now; GROUP_STOP awaits its own forget.
+            drop(self.state.forget_group(name));
+        }
     }
 }
 

@@ -20,14 +20,14 @@ fn owner_of(kernel: &Kernel, caller: &Caller) -> Result<u32, WireError> {
         .ok_or_else(|| WireError::new(ErrorCode::NotFound, "the calling agent has exited"))
 }
 
-/// GROUP_CREATE.
-pub fn create(
+/// GROUP_CREATE: replies once the group's spec is durable.
+pub async fn create(
     kernel: &Kernel,
     caller: &Caller,
     req: GroupCreateRequest,
 ) -> Result<GroupCreateReply, WireError> {
     let owner = owner_of(kernel, caller)?;
-    let group = kernel.groups.create(req, owner, owner == 0)?;
+    let group = kernel.groups.create_saved(req, owner, owner == 0).await?;
     Ok(GroupCreateReply {
         success: true,
         group,
@@ -66,6 +66,9 @@ pub async fn stop(
         ));
     }
     let stopped = kernel.groups.stop(&group).await?;
+    // The group forgot its saved spec as it went; asking again (harmless) answers once that is
+    // durable, so a kernel that dies right after this reply does not bring the group back.
+    kernel.state.forget_group(&req.name).await?;
     Ok(GroupStopReply {
         success: true,
         name: req.name,

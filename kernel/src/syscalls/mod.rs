@@ -127,7 +127,7 @@ async fn dispatch(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
         Opcode::Resume => typed_async!(req, |r| lifecycle::resume(kernel, caller, r)),
         Opcode::Wait => typed_async!(req, |r| lifecycle::wait(kernel, caller, r)),
         Opcode::Logs => typed_async!(req, |r| lifecycle::logs(kernel, caller, r)),
-        Opcode::GroupCreate => typed(&req, |r| group::create(kernel, caller, r)),
+        Opcode::GroupCreate => typed_async!(req, |r| group::create(kernel, caller, r)),
         Opcode::GroupList => typed(&req, |r| group::list(kernel, caller, r)),
         Opcode::GroupStop => typed_async!(req, |r| group::stop(kernel, caller, r)),
         Opcode::Register => typed(&req, |r| ipc::register(kernel, caller, r)),
