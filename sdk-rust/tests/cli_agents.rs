@@ -330,6 +330,7 @@ fn demo_list_and_usage_errors_need_no_kernel() {
     let (code, out, err) = clove_in(dir.path(), &["--socket", socket, "demo", "--list"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("DEMO"), "{out}");
+    assert!(out.contains("not part of `all`"), "{out}");
     for name in [
         "fork-bomb",
         "memory-hog",
@@ -337,6 +338,7 @@ fn demo_list_and_usage_errors_need_no_kernel() {
         "network-probe",
         "fs-escape",
         "privilege",
+        "supervisor",
     ] {
         assert!(out.contains(name), "{name} missing in:\n{out}");
     }
@@ -344,9 +346,15 @@ fn demo_list_and_usage_errors_need_no_kernel() {
     let (code, out, _) = clove_in(dir.path(), &["demo", "--list", "--json"]);
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 6, "{v}");
+    assert_eq!(v.as_array().unwrap().len(), 7, "{v}");
     assert_eq!(v[0]["name"], "fork-bomb");
+    assert_eq!(v[0]["kind"], "adversarial");
     assert_eq!(v[0]["script"], "fork_bomb.py");
+    // The supervision demo is listed last, as another kind (not part of `all`).
+    assert_eq!(v[6]["name"], "supervisor");
+    assert_eq!(v[6]["kind"], "supervision");
+    assert_eq!(v[6]["script"], "supervised_worker.py");
+    assert!(v[6].get("attacks").is_none(), "{v}");
 
     let (code, _, err) = clove_in(dir.path(), &["--socket", socket, "demo", "nope"]);
     assert_eq!(code, 2);
@@ -365,6 +373,13 @@ fn demo_list_and_usage_errors_need_no_kernel() {
     // Valid requests do need the kernel.
     let (code, _, err) = clove_in(dir.path(), &["--socket", socket, "demo", "fs-escape"]);
     assert_eq!(code, 3, "{err}");
+    let (code, _, err) = clove_in(dir.path(), &["--socket", socket, "demo", "supervisor"]);
+    assert_eq!(code, 3, "{err}");
+    let (code, _, err) = clove_in(
+        dir.path(),
+        &["--socket", socket, "demo", "supervisor", "--unsandboxed"],
+    );
+    assert_eq!(code, 2, "{err}");
     let (code, _, _) = clove_in(dir.path(), &["--socket", socket, "demo"]);
     assert_eq!(code, 2, "a demo name or --list is required");
 }

@@ -50,6 +50,7 @@ Examples:
   clove kv set config.mode fast        the key-value store: get, set, del, ls
   clove events -f                      print kernel and agent events as they happen
   clove demo all                       attack the sandbox, print what held
+  clove demo supervisor                crash-prone workers in supervisor groups, judged
 
 Agents are named by name or id (digits mean an id).
 
@@ -59,7 +60,8 @@ Start a kernel with `clove-kernel`.
 
 Exit status: 0 ok, 1 the kernel answered an error, 2 usage error, 3 cannot connect;
 `clove wait`: the agent's exit code, 128+signal when killed, 124 on timeout;
-`clove demo`: 1 when an attack escaped or could not be judged.";
+`clove demo`: 1 when an attack escaped or could not be judged, or (supervisor) a
+scenario was UNEXPECTED.";
 
 /// The reply timeout when --timeout is not given.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -215,9 +217,10 @@ enum Command {
     /// Supervisor groups: create, list, stop (GROUP_CREATE, GROUP_LIST, GROUP_STOP)
     #[command(subcommand)]
     Group(group::GroupCmd),
-    /// Attack the sandbox with adversarial agents and report what held (see --list)
+    /// Attack the sandbox with adversarial agents and report what held; or watch supervisor
+    /// groups restart crash-prone workers (`supervisor`) (see --list)
     #[command(
-        after_help = "Examples:\n  clove demo --list\n  clove demo fork-bomb\n  clove demo all --json\n\nEach demo starts its own targets on this host (loopback listeners, a canary file,\na world-writable dir), a healthy neighbour agent and the attacker, then judges every\nattack from evidence: contained, ESCAPED or ERROR. Exit status 1 unless all contained.\nThe scripts are in the repository's demos/ (see demos/README.md)."
+        after_help = "Examples:\n  clove demo --list\n  clove demo fork-bomb\n  clove demo all --json\n  clove demo supervisor\n\nAdversarial demos (what `all` runs): each starts its own targets on this host\n(loopback listeners, a canary file, a world-writable dir), a healthy neighbour agent and\nthe attacker, then judges every attack from evidence: contained, ESCAPED or ERROR.\nExit status 1 unless all contained.\n\nThe supervision demo (`supervisor`, not part of `all`): crash-prone workers under\none_for_one and one_for_all, a group that gives up, a nested group escalating to its\nparent; a live timeline of the events (restarts, backoffs, escalations), then a verdict\nper scenario from events, LIST and GROUP_LIST: as expected or UNEXPECTED (exit status 1).\nEvery group it made is stopped at the end. About 15 s.\n\nThe scripts are in the repository's demos/ (see demos/README.md)."
     )]
     Demo(DemoArgs),
 }

@@ -15,9 +15,14 @@
 //! The judging is pure (`judge.rs`), so every rule is unit-tested with both outcomes; the
 //! host-side targets are in `targets.rs`. The scripts live in `demos/` and are compiled into the binary, so `clove demo`
 //! works from any directory (`--demos-dir` runs a checkout's copies instead).
+//!
+//! `clove demo supervisor` is another kind of demo, not an attack and not part of `all`:
+//! crash-prone workers in supervisor groups, judged `as expected` or not (`supervisor.rs`).
 
 #[path = "demo/judge.rs"]
 mod judge;
+#[path = "demo/supervisor.rs"]
+mod supervisor;
 #[path = "demo/targets.rs"]
 mod targets;
 
@@ -44,10 +49,11 @@ use targets::{set_mode, FsCanary, NetCanary, TempDir};
 /// `clove demo`'s arguments.
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
-    /// The demo to run (see --list), or `all`
+    /// The demo to run (see --list), `all` (every attack), or `supervisor`
     #[arg(value_name = "NAME", required_unless_present = "list")]
     pub name: Option<String>,
-    /// List the demos: what each attacks and what proves containment
+    /// List the demos: what each attacks (or shows) and when it is judged contained (or as
+    /// expected)
     #[arg(long, conflicts_with = "name")]
     pub list: bool,
     /// The kernel's state dir, for the neighbour's work dir [default: found from the kernel's
@@ -134,35 +140,68 @@ pub const DEMOS: &[Demo] = &[
 /// The neighbour's script.
 const HEALTHY: (&str, &str) = ("healthy.py", include_str!("../../../../demos/healthy.py"));
 
-/// One demo as `clove demo --list --json` shows it.
+/// One demo as `clove demo --list --json` shows it: an attack (`kind: "adversarial"`, with
+/// `attacks` and `contained_when`) or the supervision demo (`kind: "supervision"`, with
+/// `shows` and `expected_when`).
 #[derive(Debug, Serialize)]
 pub struct Listed {
     name: &'static str,
+    kind: &'static str,
     script: &'static str,
-    attacks: &'static str,
-    contained_when: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attacks: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contained_when: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shows: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected_when: Option<&'static str>,
 }
 
-/// `clove demo --list --json`: every demo.
+/// `clove demo --list --json`: every attack (what `all` runs), then the supervision demo.
 pub fn list() -> Vec<Listed> {
     DEMOS
         .iter()
         .map(|d| Listed {
             name: d.name,
+            kind: "adversarial",
             script: d.file,
-            attacks: d.attacks,
-            contained_when: d.proof,
+            attacks: Some(d.attacks),
+            contained_when: Some(d.proof),
+            shows: None,
+            expected_when: None,
         })
+        .chain([Listed {
+            name: supervisor::NAME,
+            kind: "supervision",
+            script: supervisor::WORKER_FILE,
+            attacks: None,
+            contained_when: None,
+            shows: Some(supervisor::SHOWS),
+            expected_when: Some(supervisor::EXPECTED_WHEN),
+        }])
         .collect()
 }
 
-/// `clove demo --list`'s table.
+/// `clove demo --list`'s tables: the attacks, then the supervision demo.
 pub fn list_table() -> String {
     let mut t = Table::new(&["DEMO", "ATTACKS", "CONTAINED WHEN"]);
     for d in DEMOS {
         t.push(vec![d.name.into(), d.attacks.into(), d.proof.into()]);
     }
-    t.render()
+    let mut text = t.render();
+    text.push_str(
+        "(`clove demo all` runs every attack above)\n\n\
+         Not an attack, not part of `all`: supervision, judged `as expected` or UNEXPECTED\n",
+    );
+    let mut t = Table::new(&["DEMO", "SHOWS", "AS EXPECTED WHEN"]);
+    t.push(vec![
+        supervisor::NAME.into(),
+        supervisor::SHOWS.into(),
+        supervisor::EXPECTED_WHEN.into(),
+    ]);
+    text.push_str(&t.render());
+    text
 }
 
 /// The demos `name` selects: one by name (`fork_bomb` works too), or `all`.
@@ -177,7 +216,11 @@ pub fn select(name: &str) -> Result<Vec<&'static Demo>, String> {
         .map(|d| vec![d])
         .ok_or_else(|| {
             let names: Vec<&str> = DEMOS.iter().map(|d| d.name).collect();
-            format!("no such demo; the demos are {} (or all)", names.join(", "))
+            format!(
+                "no such demo; the demos are {} (or all), and {}",
+                names.join(", "),
+                supervisor::NAME
+            )
         })
 }
 
@@ -186,6 +229,13 @@ pub fn select(name: &str) -> Result<Vec<&'static Demo>, String> {
 pub fn check(args: &DemoArgs) -> Result<Vec<&'static Demo>, Failure> {
     let name = args.name.as_deref().unwrap_or("all");
     let what = format!("demo {name}");
+    if name == supervisor::NAME {
+        if args.unsandboxed {
+            let why = "--unsandboxed is for fs-escape and network-probe only";
+            return Err(Failure::other(&what, why).with_status(2));
+        }
+        return Ok(Vec::new());
+    }
     let demos = select(name).map_err(|why| Failure::other(&what, why).with_status(2))?;
     if args.unsandboxed {
         if let Some(d) = demos.iter().find(|d| !d.unsandboxed_ok) {
@@ -211,6 +261,9 @@ pub fn run(
     args: &DemoArgs,
 ) -> Result<(), Failure> {
     let demos = check(args)?;
+    if args.name.as_deref() == Some(supervisor::NAME) {
+        return supervisor::run(client, out, json, args.demos_dir.as_deref());
+    }
     let what = format!("demo {}", args.name.as_deref().unwrap_or("all"));
     let scripts =
         Scripts::prepare(args.demos_dir.as_deref()).map_err(|why| Failure::other(&what, why))?;
