@@ -73,3 +73,33 @@ fn sigterm_shuts_down_cleanly() {
 fn sigint_shuts_down_cleanly() {
     shuts_down_cleanly(libc::SIGINT);
 }
+
+/// A client that keeps asking (a POLL_EVENTS loop, as `clove events -f` is) does not hold the
+/// shutdown up: its connection is closed once the requests it had sent are answered, instead
+/// of the kernel waiting out its connection-drain limit.
+#[test]
+fn a_polling_client_does_not_hold_the_shutdown_up() {
+    let kernel = Kernel::start_with(KernelOpts {
+        capture_stderr: true,
+        ..KernelOpts::default()
+    })
+    .unwrap();
+    let mut s = kernel.connect().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let (_, sub) = json_call(&mut s, 0x60, br#"{"event_types": ["CUSTOM"]}"#).unwrap();
+    assert_eq!(sub["success"], true);
+    let poller = std::thread::spawn(move || {
+        let mut polls = 0u32;
+        // Until the kernel closes the connection.
+        while json_call(&mut s, 0x62, br#"{"wait_ms": 1000}"#).is_ok() {
+            polls += 1;
+        }
+        polls
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, err) = kernel.signal_and_wait(libc::SIGTERM).unwrap();
+    assert_eq!(status.code(), Some(0), "{status}, stderr: {err}");
+    assert!(!err.contains("still busy"), "stderr: {err}");
+    let polls = poller.join().unwrap();
+    assert!(polls >= 1, "the poll in flight was answered");
+}

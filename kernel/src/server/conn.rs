@@ -10,8 +10,9 @@
 //!   stream can no longer be parsed (and the oversize payload is never read).
 //! * Memory per connection is bounded: a payload buffer grows with the bytes that arrive, up
 //!   to `max_frame`; a client that does not read its replies stalls only itself.
-//! * On shutdown, requests already sent are still answered; the connection closes once it has
-//!   been quiet for [`DRAIN_IDLE`].
+//! * On shutdown, requests already sent are still answered: what arrives within [`DRAIN_WINDOW`]
+//!   of the shutdown (and whatever is buffered by then), then the connection closes. A client
+//!   that keeps asking (`clove events -f` polls in a loop) cannot hold the shutdown up.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 use crate::kernel::{Caller, Kernel};
 use crate::syscalls::{self, Request, Response};
 
-/// During shutdown, how long a connection may stay quiet before it is closed.
-pub const DRAIN_IDLE: Duration = Duration::from_millis(200);
+/// During shutdown, how long a connection still takes new requests.
+pub const DRAIN_WINDOW: Duration = Duration::from_millis(200);
 
 /// Read and write buffer per connection. The read buffer is zero-filled (resident) at accept,
 /// so it stays small: 1000 idle connections cost about 4 MiB of it. Payloads larger than the
@@ -59,12 +60,13 @@ pub async fn serve(
     let mut writer = BufWriter::with_capacity(BUF, wr);
     let frame_timeout = kernel.config.frame_timeout;
     let max_frame = kernel.config.max_frame;
-    let mut draining = false;
+    // Set at shutdown: new requests are read until then.
+    let mut draining: Option<tokio::time::Instant> = None;
 
     let end: &str = loop {
         // Wait for the first byte of the next frame: forever, unless shutting down.
-        let ready = if draining {
-            match tokio::time::timeout(DRAIN_IDLE, reader.fill_buf()).await {
+        let ready = if let Some(until) = draining {
+            match tokio::time::timeout_at(until, reader.fill_buf()).await {
                 Ok(r) => r.map(|b| !b.is_empty()),
                 Err(_) => break "kernel shutting down",
             }
@@ -72,7 +74,10 @@ pub async fn serve(
             tokio::select! {
                 biased;
                 r = reader.fill_buf() => r.map(|b| !b.is_empty()),
-                () = shutdown.cancelled() => { draining = true; continue; }
+                () = shutdown.cancelled() => {
+                    draining = Some(tokio::time::Instant::now() + DRAIN_WINDOW);
+                    continue;
+                }
             }
         };
         match ready {
