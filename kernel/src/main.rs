@@ -10,6 +10,7 @@ mod events;
 mod ids;
 mod ipc;
 mod kernel;
+mod perms;
 mod sandbox;
 mod server;
 mod state;

@@ -335,8 +335,6 @@ NOT_IMPLEMENTED = [
     ("write_file", ("/tmp/clove-x", "y"), SyscallOp.SYS_WRITE, {"bytes_written": 0}),
     ("http", ("http://127.0.0.1:9/",), SyscallOp.SYS_HTTP, {}),
     ("poll_async", (), SyscallOp.SYS_ASYNC_POLL, {}),
-    ("get_permissions", (), SyscallOp.SYS_GET_PERMS, {}),
-    ("set_permissions", (None, None, "minimal"), SyscallOp.SYS_SET_PERMS, {}),
     ("get_system_metrics", (), SyscallOp.SYS_METRICS_SYSTEM, {}),
     ("get_agent_metrics", (), SyscallOp.SYS_METRICS_AGENT, {}),
     ("get_all_agent_metrics", (), SyscallOp.SYS_METRICS_ALL_AGENTS, {}),

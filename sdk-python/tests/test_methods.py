@@ -444,6 +444,25 @@ def test_wait_timeout_on_running_agent(client, agents):
         client.wait(agent_id=r["id"], timeout=-1)
 
 
+# ---- permissions -----------------------------------------------------------------------------
+
+def test_permissions(client, agents):
+    own = client.get_permissions()
+    assert own["success"] is True and own["level"] == "unrestricted"
+    a = agents.spawn(via=client)
+    got = client.get_permissions(agent_id=a["id"])
+    assert (got["level"], got["agent_id"]) == ("standard", a["id"])
+    assert got["permissions"]["can_spawn"] is True and got["permissions"]["can_exec"] is False
+    assert client.set_permissions(agent_id=a["id"], level="readonly") == {"success": True, "agent_id": a["id"]}
+    assert client.get_permissions(agent_id=a["id"])["level"] == "readonly"
+    custom = {"can_read": True, "filesystem": {"read": ["/tmp/**"], "write": []}, "can_write": False}
+    assert client.set_permissions(custom, agent_id=a["id"])["success"] is True
+    got = client.get_permissions(agent_id=a["id"])
+    assert "level" not in got and got["permissions"]["filesystem"]["read"] == ["/tmp/**"]
+    assert client.set_permissions(level="minimal")["code"] == "invalid_request"
+    assert client.get_permissions(agent_id=999_999)["code"] == "not_found"
+
+
 # ---- supervisor groups ---------------------------------------------------------------------
 
 def test_groups(client, agents):
@@ -546,7 +565,7 @@ def test_not_implemented_list_covers_every_unimplemented_method():
     covered = {m[0] for m in NOT_IMPLEMENTED} | {
         "hello", "echo", "noop", "spawn", "kill", "list_agents", "pause", "resume", "wait", "logs",
         "exit", "connect", "disconnect", "send", "recv", "call",
-        "group_create", "group_list", "group_stop",
+        "group_create", "group_list", "group_stop", "get_permissions", "set_permissions",
         # test_ipc_events.py
         "register_name", "send_message", "send_messages", "recv_messages", "broadcast",
         "store", "fetch", "delete_key", "list_keys", "subscribe", "unsubscribe", "poll_events",

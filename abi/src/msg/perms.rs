@@ -50,9 +50,9 @@ pub struct Permissions {
     pub can_write: bool,
     /// May call the LLM (THINK), within `llm`. Standard: true.
     pub can_think: bool,
-    /// May start agents (SPAWN). Standard: false. The original never checked it (its
-    /// supervisor example is an agent that spawns workers), so the kernel decides SPAWN policy
-    /// on its own; this switch is what the kernel consults when its policy asks.
+    /// May start agents (SPAWN), each with at most what it holds itself. Standard: true (the
+    /// original never checked it, and its supervisor example is an agent of the standard
+    /// level that spawns workers); sandboxed, readonly and minimal: false.
     pub can_spawn: bool,
     /// May make HTTP requests (HTTP), within `network` and `http_methods`. Standard: false.
     pub can_http: bool,
@@ -122,14 +122,14 @@ const ALL_PATHS: &str = "**";
 const ANY: &str = "*";
 
 impl Default for Permissions {
-    /// The `standard` level: read, write (everywhere) and think; no exec, HTTP or spawn.
+    /// The `standard` level: read, write (everywhere), think and spawn; no exec or HTTP.
     fn default() -> Self {
         Permissions {
             can_exec: false,
             can_read: true,
             can_write: true,
             can_think: true,
-            can_spawn: false,
+            can_spawn: true,
             can_http: false,
             filesystem: FilesystemPerms::default(),
             exec: Vec::new(),
@@ -216,6 +216,89 @@ impl Permissions {
                 && limit_within(self.llm.max_calls, other.llm.max_calls));
         let spawn = !self.can_spawn || other.can_spawn;
         read && write && exec && http && think && spawn
+    }
+
+    /// The capabilities in which `self` grants more than `other` (empty exactly when
+    /// [`Permissions::is_within`] holds): `read`, `write`, `exec`, `http`, `think`, `spawn`, for
+    /// error messages that say what was refused.
+    pub fn beyond(&self, other: &Permissions) -> Vec<&'static str> {
+        let none = Permissions::none;
+        let fs = |read: bool| FilesystemPerms {
+            read: if read {
+                self.filesystem.read.clone()
+            } else {
+                Vec::new()
+            },
+            write: if read {
+                Vec::new()
+            } else {
+                self.filesystem.write.clone()
+            },
+            blocked: self.filesystem.blocked.clone(),
+        };
+        let parts = [
+            (
+                "read",
+                self.can_read,
+                Permissions {
+                    can_read: true,
+                    filesystem: fs(true),
+                    ..none()
+                },
+            ),
+            (
+                "write",
+                self.can_write,
+                Permissions {
+                    can_write: true,
+                    filesystem: fs(false),
+                    ..none()
+                },
+            ),
+            (
+                "exec",
+                self.can_exec,
+                Permissions {
+                    can_exec: true,
+                    exec: self.exec.clone(),
+                    blocked_commands: self.blocked_commands.clone(),
+                    max_exec_time_ms: self.max_exec_time_ms,
+                    ..none()
+                },
+            ),
+            (
+                "http",
+                self.can_http,
+                Permissions {
+                    can_http: true,
+                    network: self.network.clone(),
+                    http_methods: self.http_methods.clone(),
+                    ..none()
+                },
+            ),
+            (
+                "think",
+                self.can_think,
+                Permissions {
+                    can_think: true,
+                    llm: self.llm,
+                    ..none()
+                },
+            ),
+            (
+                "spawn",
+                self.can_spawn,
+                Permissions {
+                    can_spawn: true,
+                    ..none()
+                },
+            ),
+        ];
+        parts
+            .into_iter()
+            .filter(|(_, on, part)| *on && !part.is_within(other))
+            .map(|(name, _, _)| name)
+            .collect()
     }
 
     /// May READ open `path` (absolute and normalized)?
@@ -420,7 +503,8 @@ pub fn method_matches(pattern: &str, method: &str) -> bool {
 pub enum PermissionLevel {
     /// `"unrestricted"`: everything, with no limits (root operators hold it).
     Unrestricted,
-    /// `"standard"` (the default): read and write everywhere, think; no exec, HTTP or spawn.
+    /// `"standard"` (the default): read and write everywhere, think, spawn (within itself); no
+    /// exec or HTTP.
     #[default]
     Standard,
     /// `"sandboxed"`: read under `/tmp` and `/home`, write under `/tmp`, think.
@@ -612,7 +696,7 @@ mod tests {
         let s = PermissionLevel::Standard.permissions();
         assert_eq!(s, Permissions::default());
         assert!(s.allows_read("/etc/hosts") && s.allows_write("/home/a/x") && s.can_think);
-        assert!(!s.can_exec && !s.can_http && !s.can_spawn);
+        assert!(!s.can_exec && !s.can_http && s.can_spawn);
         assert!(!s.allows_command("ls") && !s.allows_http("GET", "example.com"));
 
         let sb = PermissionLevel::Sandboxed.permissions();
@@ -637,6 +721,28 @@ mod tests {
         assert_eq!(PermissionLevel::parse("Standard"), None);
         assert_eq!(PermissionLevel::parse("root"), None);
         assert_eq!(PermissionLevel::default(), PermissionLevel::Standard);
+    }
+
+    #[test]
+    fn beyond_names_what_is_not_within() {
+        use PermissionLevel::*;
+        let p = |l: PermissionLevel| l.permissions();
+        assert!(p(Minimal).beyond(&p(Standard)).is_empty());
+        assert_eq!(p(Standard).beyond(&p(Readonly)), ["write", "spawn"]);
+        assert_eq!(p(Unrestricted).beyond(&p(Standard)), ["exec", "http"]);
+        assert_eq!(p(Readonly).beyond(&p(Sandboxed)), ["read"]);
+        let mut quota = p(Standard);
+        quota.llm.max_tokens = 100;
+        assert_eq!(p(Standard).beyond(&quota), ["think"]);
+        for a in PermissionLevel::ALL {
+            for b in PermissionLevel::ALL {
+                assert_eq!(
+                    p(a).beyond(&p(b)).is_empty(),
+                    p(a).is_within(&p(b)),
+                    "{a:?} / {b:?}"
+                );
+            }
+        }
     }
 
     #[test]

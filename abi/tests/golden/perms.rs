@@ -63,7 +63,7 @@ const CUSTOM_POSTCARD: &str = "
 fn standard_json() -> Value {
     json!({
         "can_exec": false, "can_read": true, "can_write": true, "can_think": true,
-        "can_spawn": false, "can_http": false,
+        "can_spawn": true, "can_http": false,
         "filesystem": {"read": ["**"], "write": ["**"], "blocked": []},
         "exec": [], "blocked_commands": [], "network": [], "http_methods": [],
         "llm": {"max_tokens": 0, "max_calls": 0, "tokens_used": 0, "calls_made": 0},
@@ -123,10 +123,10 @@ fn get_perms_reply_has_the_original_keys() {
         sent(&r),
         json!({"success": true, "permissions": standard_json()})
     );
-    // postcard: success, the standard level (read/write/think, `**` twice), two Nones.
+    // postcard: success, the standard level (read/write/think/spawn, `**` twice), two Nones.
     assert_eq!(
         encode(Codec::Postcard, &r).unwrap(),
-        hex("01  00 01 01 01 00 00  01 02 2a 2a  01 02 2a 2a  00  00 00 00 00  00 00 00 00  00  00 00")
+        hex("01  00 01 01 01 01 00  01 02 2a 2a  01 02 2a 2a  00  00 00 00 00  00 00 00 00  00  00 00")
     );
     let r = GetPermsReply {
         permissions: custom(),

@@ -219,6 +219,8 @@ pub struct Agent {
     pub(crate) relaunch: Option<spawn::Launchable>,
     /// The supervisor group it belongs to, which decides its restarts.
     pub group: Option<Arc<crate::supervisor::group::GroupHandle>>,
+    /// What it may do (SPAWN's grant, changed by SET_PERMS; see [`crate::perms`]).
+    pub(crate) perms: Mutex<clove_abi::msg::Permissions>,
     /// Its current (or, between a crash and its restart, its last) process.
     run: Mutex<Arc<Run>>,
     /// Its state (RUNNING, PAUSED, STOPPING; STARTING while a restart is pending).
@@ -274,6 +276,11 @@ impl Agent {
     /// How its last process ended, once one has (it was restarted since).
     pub fn last_exit(&self) -> Option<ExitReason> {
         lock(&self.supervision).last_exit.clone()
+    }
+
+    /// What it may do now.
+    pub fn permissions(&self) -> clove_abi::msg::Permissions {
+        lock(&self.perms).clone()
     }
 
     /// Inside a group: the delay before its next restart (see

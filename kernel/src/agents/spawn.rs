@@ -141,6 +141,9 @@ pub(crate) async fn resolve(
     owner_uid: u32,
 ) -> Result<Resolved, WireError> {
     validate_name(&req.name)?;
+    // What it may do, fixed now: the saved spec carries the grant, not the request.
+    req.permissions = Some(crate::perms::grant(parent.as_deref(), &req)?);
+    req.level = None;
     // A sandboxed parent names paths as it sees them; the child gets only what it can see.
     let view = parent.as_ref().and_then(|p| p.view.as_deref());
     let script = resolve_script(&req.script, caller_pid, view)?;
@@ -329,6 +332,7 @@ pub(crate) async fn start(
         // Only what a restart needs is kept, and only when one can happen.
         relaunch: (req.restart_policy != RestartPolicy::Never).then_some(launchable),
         group: group.clone(),
+        perms: std::sync::Mutex::new(req.permissions.clone().unwrap_or_default()),
         spec: req.clone(),
         dir: dir.clone(),
         work_mount: undo.work_mount.take(),
