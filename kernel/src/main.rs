@@ -7,6 +7,7 @@
 mod agents;
 mod config;
 mod events;
+mod host;
 mod ids;
 mod ipc;
 mod kernel;

@@ -331,8 +331,6 @@ NOT_IMPLEMENTED = [
     # method, args, opcode, the opcode's extra empty fields on an error reply
     ("think", ("hello",), SyscallOp.SYS_THINK, {"content": ""}),
     ("exec", ("echo hi",), SyscallOp.SYS_EXEC, {"stdout": "", "stderr": "", "exit_code": -1}),
-    ("read_file", ("/etc/hostname",), SyscallOp.SYS_READ, {"content": "", "size": 0}),
-    ("write_file", ("/tmp/clove-x", "y"), SyscallOp.SYS_WRITE, {"bytes_written": 0}),
     ("http", ("http://127.0.0.1:9/",), SyscallOp.SYS_HTTP, {}),
     ("poll_async", (), SyscallOp.SYS_ASYNC_POLL, {}),
     ("get_system_metrics", (), SyscallOp.SYS_METRICS_SYSTEM, {}),

@@ -444,6 +444,21 @@ def test_wait_timeout_on_running_agent(client, agents):
         client.wait(agent_id=r["id"], timeout=-1)
 
 
+# ---- host files ------------------------------------------------------------------------------
+
+def test_read_and_write_files(client, tmp_path):
+    f = tmp_path / "sub" / "f.txt"
+    assert client.write_file(str(f), "one")["code"] == "not_found"
+    assert client.write_file(str(f), "one\n", create_dirs=True) == {"success": True, "bytes_written": 4}
+    assert client.write_file(str(f), "two\n", mode="append")["bytes_written"] == 4
+    assert client.read_file(str(f)) == {"success": True, "content": "one\ntwo\n", "size": 8}
+    assert client.read_file(str(f), offset=4, limit=3)["content"] == "two"
+    missing = client.read_file(str(tmp_path / "nope"))
+    assert missing["success"] is False and missing["code"] == "not_found"
+    assert (missing["content"], missing["size"]) == ("", 0)
+    assert client.read_file("relative")["code"] == "invalid_request"
+
+
 # ---- permissions -----------------------------------------------------------------------------
 
 def test_permissions(client, agents):
@@ -566,6 +581,7 @@ def test_not_implemented_list_covers_every_unimplemented_method():
         "hello", "echo", "noop", "spawn", "kill", "list_agents", "pause", "resume", "wait", "logs",
         "exit", "connect", "disconnect", "send", "recv", "call",
         "group_create", "group_list", "group_stop", "get_permissions", "set_permissions",
+        "read_file", "write_file",
         # test_ipc_events.py
         "register_name", "send_message", "send_messages", "recv_messages", "broadcast",
         "store", "fetch", "delete_key", "list_keys", "subscribe", "unsubscribe", "poll_events",

@@ -256,6 +256,9 @@ pub struct WriteRequest {
     /// `write` (default) or `append`.
     #[serde(default)]
     pub mode: WriteMode,
+    /// Extension: create the missing parent directories (each checked like the file).
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub create_dirs: Option<bool>,
 }
 
 /// WRITE reply: `{success, bytes_written}`.

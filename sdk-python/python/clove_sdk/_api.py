@@ -122,14 +122,23 @@ class SyscallApi(Generic[_R]):
             ),
         )
 
-    def read_file(self, path: str) -> _R:
-        """READ: ``{success, content, size}`` of a host file the caller may read."""
-        return self._call(SyscallOp.SYS_READ, {"path": path})
+    def read_file(
+        self, path: str, *, offset: Optional[int] = None, limit: Optional[int] = None
+    ) -> _R:
+        """READ: ``{success, content, size}`` of a host file the caller may read (an absolute
+        path); ``offset`` and ``limit`` (bytes) read a part of it."""
+        return self._call(SyscallOp.SYS_READ, _request(path=path, offset=offset, limit=limit))
 
-    def write_file(self, path: str, content: str, mode: str = "write") -> _R:
-        """WRITE: writes (``mode="write"``) or appends (``mode="append"``) ``content``. Returns
-        ``{success, bytes_written}``."""
-        return self._call(SyscallOp.SYS_WRITE, {"path": path, "content": content, "mode": mode})
+    def write_file(
+        self, path: str, content: str, mode: str = "write", *, create_dirs: bool = False
+    ) -> _R:
+        """WRITE: writes (``mode="write"``) or appends (``mode="append"``) ``content``;
+        ``create_dirs`` creates missing parent directories. Returns ``{success,
+        bytes_written}`` once the data is on disk."""
+        return self._call(
+            SyscallOp.SYS_WRITE,
+            _request(path=path, content=content, mode=mode, create_dirs=create_dirs or None),
+        )
 
     def http(
         self,

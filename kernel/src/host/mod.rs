@@ -1,0 +1,4 @@
+//! Host access: what agents and operators reach outside the kernel through checked syscalls
+//! (READ and WRITE in [`files`]). See docs/host-access.md.
+
+pub mod files;
