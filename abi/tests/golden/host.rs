@@ -263,18 +263,20 @@ fn write_golden() {
             path: "f".into(),
             content: "x".into(),
             mode: WriteMode::Write,
+            create_dirs: None,
         },
         r#"{"path":"f","content":"x","mode":"write"}"#,
-        "01 66  01 78  00",
+        "01 66  01 78  00  00",
     );
     golden(
         &WriteRequest {
             path: "f".into(),
             content: "line\n".into(),
             mode: WriteMode::Append,
+            create_dirs: Some(true),
         },
-        r#"{"path":"f","content":"line\n","mode":"append"}"#,
-        "01 66  05 6c 69 6e 65 0a  01",
+        r#"{"path":"f","content":"line\n","mode":"append","create_dirs":true}"#,
+        "01 66  05 6c 69 6e 65 0a  01  01 01",
     );
 }
 
