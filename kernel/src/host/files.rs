@@ -271,8 +271,9 @@ fn check(actor: &Actor, canonical: &Path, write: bool, asked: &Path) -> Result<(
 
 /// Fails unless `fd` (an `O_PATH` descriptor is fine) is a regular file; its size.
 fn regular(fd: &impl AsRawFd, path: &Path) -> Result<u64, WireError> {
-    // SAFETY: fstat(2) on a valid descriptor into a zeroed stat buffer.
+    // SAFETY: `stat` is plain old data; all zeroes is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat(2) on a valid descriptor into a stat buffer we own.
     if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
         return Err(io_error("stat", path, std::io::Error::last_os_error()));
     }
