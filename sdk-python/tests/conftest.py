@@ -330,7 +330,6 @@ def agents(kernel, tmp_path):
 NOT_IMPLEMENTED = [
     # method, args, opcode, the opcode's extra empty fields on an error reply
     ("think", ("hello",), SyscallOp.SYS_THINK, {"content": ""}),
-    ("exec", ("echo hi",), SyscallOp.SYS_EXEC, {"stdout": "", "stderr": "", "exit_code": -1}),
     ("http", ("http://127.0.0.1:9/",), SyscallOp.SYS_HTTP, {}),
     ("poll_async", (), SyscallOp.SYS_ASYNC_POLL, {}),
     ("get_system_metrics", (), SyscallOp.SYS_METRICS_SYSTEM, {}),

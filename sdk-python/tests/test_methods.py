@@ -444,6 +444,19 @@ def test_wait_timeout_on_running_agent(client, agents):
         client.wait(agent_id=r["id"], timeout=-1)
 
 
+# ---- EXEC --------------------------------------------------------------------------------------
+
+def test_exec(client, tmp_path):
+    r = client.exec("echo out; echo err >&2; exit 3", cwd=str(tmp_path))
+    assert r == {"success": False, "stdout": "out\n", "stderr": "err\n", "exit_code": 3}
+    r = client.exec("", argv=["/bin/sh", "-c", "pwd; echo $G"], cwd=str(tmp_path), env={"G": "hi"})
+    assert r["success"] is True and r["stdout"] == f"{tmp_path}\nhi\n"
+    r = client.exec("sleep 30", timeout=1)
+    assert r["timed_out"] is True and r["exit_code"] == -1 and r["signal"] == 9
+    bad = client.exec("true", cwd="relative")
+    assert bad["code"] == "invalid_request" and bad["exit_code"] == -1
+
+
 # ---- host files ------------------------------------------------------------------------------
 
 def test_read_and_write_files(client, tmp_path):
@@ -581,7 +594,7 @@ def test_not_implemented_list_covers_every_unimplemented_method():
         "hello", "echo", "noop", "spawn", "kill", "list_agents", "pause", "resume", "wait", "logs",
         "exit", "connect", "disconnect", "send", "recv", "call",
         "group_create", "group_list", "group_stop", "get_permissions", "set_permissions",
-        "read_file", "write_file",
+        "read_file", "write_file", "exec",
         # test_ipc_events.py
         "register_name", "send_message", "send_messages", "recv_messages", "broadcast",
         "store", "fetch", "delete_key", "list_keys", "subscribe", "unsubscribe", "poll_events",

@@ -66,6 +66,10 @@ pub struct ExecRequest {
     /// The id for the async result; absent: the kernel picks one (only used with `async`).
     #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
     pub request_id: Option<u64>,
+    /// Extension: environment variables for the command, on top of the kernel's clean
+    /// environment (`PATH`, `HOME`, `USER`, `LANG`).
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub env: Option<BTreeMap<String, String>>,
 }
 
 impl Default for ExecRequest {
@@ -78,6 +82,7 @@ impl Default for ExecRequest {
             timeout: DEFAULT_HOST_TIMEOUT,
             is_async: false,
             request_id: None,
+            env: None,
         }
     }
 }
@@ -143,6 +148,10 @@ pub struct ExecReply {
     /// `"accepted"` in an accept reply; absent otherwise.
     #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
     pub status: Option<String>,
+    /// Extension: `true` when stdout or stderr was longer than the kernel keeps (the rest was
+    /// read and dropped); absent otherwise.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub truncated: Option<bool>,
 }
 
 impl ExecReply {

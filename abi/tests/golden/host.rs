@@ -29,7 +29,7 @@ fn exec_golden() {
     golden(
         &ExecRequest::new("ls"),
         r#"{"command":"ls","timeout":30.0,"async":false}"#,
-        "02 6c 73  00  00  00 00 00 00 00 00 3e 40  00  00",
+        "02 6c 73  00  00  00 00 00 00 00 00 3e 40  00  00  00",
     );
     // Every field: command "", argv ["ls", "-l"] (length 2), cwd "/tmp", timeout 2.5 =
     // 0x4004000000000000 LE, async 1, request_id 300 = varint ac 02.
@@ -41,9 +41,10 @@ fn exec_golden() {
             timeout: 2.5,
             is_async: true,
             request_id: Some(300),
+            env: Some([("A".to_owned(), "b".to_owned())].into()),
         },
-        r#"{"command":"","argv":["ls","-l"],"cwd":"/tmp","timeout":2.5,"async":true,"request_id":300}"#,
-        "00  01 02 02 6c 73 02 2d 6c  01 04 2f 74 6d 70  00 00 00 00 00 00 04 40  01  01 ac 02",
+        r#"{"command":"","argv":["ls","-l"],"cwd":"/tmp","timeout":2.5,"async":true,"request_id":300,"env":{"A":"b"}}"#,
+        "00  01 02 02 6c 73 02 2d 6c  01 04 2f 74 6d 70  00 00 00 00 00 00 04 40  01  01 ac 02  01 01 01 41 01 62",
     );
 }
 
@@ -129,10 +130,10 @@ fn exec_reply_has_the_original_keys() {
         sent(&r),
         json!({"success": true, "stdout": "hi\n", "stderr": "", "exit_code": 0})
     );
-    // stdout "hi\n", stderr "", exit_code 0 (zigzag 0), five absent extensions.
+    // stdout "hi\n", stderr "", exit_code 0 (zigzag 0), six absent extensions.
     assert_eq!(
         encode(Codec::Postcard, &r).unwrap(),
-        hex("01  03 68 69 0a  00  00  00 00 00 00 00")
+        hex("01  03 68 69 0a  00  00  00 00 00 00 00 00")
     );
     assert!(!ExecReply::completed("", "boom", 2).success);
     // Killed by SIGKILL at the timeout: exit_code -1 (zigzag 01), signal 9 (zigzag 0x12),
@@ -147,6 +148,7 @@ fn exec_reply_has_the_original_keys() {
         is_async: None,
         request_id: None,
         status: None,
+        truncated: None,
     };
     assert_eq!(
         sent(&killed),
@@ -155,7 +157,7 @@ fn exec_reply_has_the_original_keys() {
     );
     assert_eq!(
         encode(Codec::Postcard, &killed).unwrap(),
-        hex("00  00  00  01  01 12  01 01  00 00 00")
+        hex("00  00  00  01  01 12  01 01  00 00 00 00")
     );
 }
 
@@ -170,7 +172,7 @@ fn exec_accept_reply_has_the_original_keys() {
     );
     assert_eq!(
         encode(Codec::Postcard, &r).unwrap(),
-        hex("01 00 00 00  00 00  01 01  01 07  01 08 61 63 63 65 70 74 65 64")
+        hex("01 00 00 00  00 00  01 01  01 07  01 08 61 63 63 65 70 74 65 64  00")
     );
     let back: ExecReply =
         read(r#"{"success": true, "async": true, "request_id": 7, "status": "accepted"}"#);

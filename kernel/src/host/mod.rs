@@ -1,4 +1,5 @@
 //! Host access: what agents and operators reach outside the kernel through checked syscalls
-//! (READ and WRITE in [`files`]). See docs/host-access.md.
+//! (READ and WRITE in [`files`], EXEC in [`exec`]). See docs/host-access.md.
 
+pub mod exec;
 pub mod files;

@@ -108,15 +108,21 @@ class SyscallApi(Generic[_R]):
         *,
         async_: bool = False,
         request_id: Optional[int] = None,
+        argv: Optional[Iterable[str]] = None,
+        env: Optional[Mapping[str, str]] = None,
     ) -> _R:
-        """EXEC: runs a shell command (inside the caller's sandbox, for an agent). Returns
-        ``{success, stdout, stderr, exit_code}``; ``success`` is ``exit_code == 0``."""
+        """EXEC: runs a shell command (inside the caller's sandbox, for an agent), or with
+        ``argv`` a program without a shell; ``env`` adds to a clean environment. Returns
+        ``{success, stdout, stderr, exit_code}`` (plus ``signal``, ``timed_out``,
+        ``truncated`` when they apply); ``success`` is ``exit_code == 0``."""
         return self._call(
             SyscallOp.SYS_EXEC,
             _request(
                 command=command,
+                argv=list(argv) if argv is not None else None,
                 cwd=cwd,
                 timeout=timeout,
+                env=dict(env) if env is not None else None,
                 request_id=request_id,
                 **({"async": True} if async_ else {}),
             ),

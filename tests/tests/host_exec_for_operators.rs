@@ -1,0 +1,191 @@
+//! EXEC for operators, on the host: argv and shell forms, cwd, env, stdout and stderr apart,
+//! exit codes and signals, a real timeout that kills the whole process group, an output
+//! cap; a non-root operator's command runs with its own uid; an agent's EXEC is checked
+//! against its exec permissions and never runs on the host.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use clove_tests::{
+    agents_can_run, client, pid_exists, plan_request, plan_step, spawn_ok, JsonConn, Kernel,
+};
+use serde_json::json;
+
+const EXEC: u8 = 0x02;
+
+#[test]
+fn exec_runs_commands_for_an_operator() {
+    let kernel = Kernel::start().unwrap();
+    let mut op = JsonConn::open(&kernel).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path().canonicalize().unwrap();
+
+    // Shell form, the original's reply shape.
+    let r = op
+        .call(
+            EXEC,
+            json!({"command": "echo out; echo err >&2; exit 3", "timeout": 20}),
+        )
+        .unwrap();
+    assert_eq!(
+        r,
+        json!({"success": false, "stdout": "out\n", "stderr": "err\n", "exit_code": 3})
+    );
+    // argv form (no shell: `$X` stays literal), cwd, env on a clean environment.
+    let r = op
+        .call(
+            EXEC,
+            json!({"argv": ["/bin/sh", "-c", "pwd; echo $GREETING; echo $X; env | grep -c . ", "$X"],
+                   "cwd": cwd.to_str().unwrap(), "env": {"GREETING": "hi"}}),
+        )
+        .unwrap();
+    assert_eq!(r["success"], true, "{r}");
+    let lines: Vec<&str> = r["stdout"].as_str().unwrap().lines().collect();
+    assert_eq!(&lines[..3], [cwd.to_str().unwrap(), "hi", ""], "{r}");
+    let vars: u32 = lines[3].trim().parse().unwrap();
+    assert!(
+        vars <= 8,
+        "a clean environment, not the kernel's: {vars} variables"
+    );
+    let r = op
+        .call(EXEC, json!({"argv": ["/bin/echo", "$HOME", "a b"]}))
+        .unwrap();
+    assert_eq!(r["stdout"], "$HOME a b\n", "{r}");
+    // Killed by a signal: exit_code -1 and the signal.
+    let r = op.call(EXEC, json!({"command": "kill -TERM $$"})).unwrap();
+    assert_eq!(
+        (r["exit_code"].as_i64(), r["signal"].as_i64()),
+        (Some(-1), Some(15)),
+        "{r}"
+    );
+    // The timeout kills the whole group, background children included.
+    let pidfile = cwd.join("bg.pid");
+    let t0 = Instant::now();
+    let r = op
+        .call(
+            EXEC,
+            json!({"command": format!("sleep 300 & echo $! > {}; echo started; wait", pidfile.display()),
+                   "timeout": 1}),
+        )
+        .unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "the timeout did not end it"
+    );
+    assert_eq!(r["timed_out"], true, "{r}");
+    assert_eq!(
+        r["stdout"], "started\n",
+        "output before the timeout is kept: {r}"
+    );
+    let bg: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pid_exists(bg) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !pid_exists(bg),
+        "the background sleep {bg} outlived its EXEC"
+    );
+    // Output beyond the cap is read and dropped.
+    let r = op
+        .call(
+            EXEC,
+            json!({"command": "head -c 3000000 /dev/zero | tr '\\0' a"}),
+        )
+        .unwrap();
+    assert_eq!(r["truncated"], true);
+    assert_eq!(r["stdout"].as_str().unwrap().len(), 1 << 20);
+    // Refusals name the field.
+    for (req, mentions) in [
+        (json!({"command": ""}), "command"),
+        (json!({"argv": []}), "argv"),
+        (json!({"command": "true", "cwd": "rel"}), "cwd"),
+        (json!({"command": "true", "timeout": -1}), "timeout"),
+    ] {
+        let r = op.call(EXEC, req.clone()).unwrap();
+        assert_eq!(r["code"], "invalid_request", "{req}: {r}");
+        assert!(r["error"].as_str().unwrap().contains(mentions), "{r}");
+        assert_eq!(r["exit_code"], -1, "the original's extra fields: {r}");
+    }
+    let r = op
+        .call(EXEC, json!({"argv": ["/nonexistent/prog"]}))
+        .unwrap();
+    assert_eq!(r["code"], "not_found", "{r}");
+}
+
+#[test]
+fn a_non_root_operator_runs_commands_as_itself() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let python = Path::new("/usr/bin/python3.11");
+    if !nix::unistd::geteuid().is_root() || !python.exists() {
+        eprintln!("SKIP: needs root (to run a client as another uid) and /usr/bin/python3.11");
+        return;
+    }
+    let kernel = Kernel::start().unwrap();
+    let sock = kernel.socket.clone();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut dir = sock.parent().unwrap().to_path_buf();
+    while dir != Path::new("/") {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o001)).unwrap();
+        dir.pop();
+    }
+    let requests = json!([[EXEC, {"command": "id -u; id -g; cat /etc/shadow", "cwd": "/"}]]);
+    let out = std::process::Command::new(python)
+        .arg(clove_tests::python_script("requests_as.py"))
+        .arg(&sock)
+        .arg(requests.to_string())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["stdout"], "65534\n65534\n", "{r}");
+    assert!(
+        r["stderr"].as_str().unwrap().contains("Permission denied"),
+        "{r}"
+    );
+    assert_ne!(r["exit_code"], 0, "{r}");
+}
+
+#[test]
+fn an_agents_exec_is_checked_and_never_runs_on_the_host() {
+    if !agents_can_run("an_agents_exec_is_checked_and_never_runs_on_the_host") {
+        return;
+    }
+    let kernel = Kernel::start().unwrap();
+    let mut c = client(&kernel).unwrap();
+    let marker = tempfile::tempdir().unwrap();
+    let touched = marker.path().join("touched");
+    let cmd = format!("touch {}", touched.display());
+    let plan = json!([
+        {"op": EXEC, "payload": {"command": cmd}},
+        {"op": EXEC, "payload": {"command": "ls /"}},
+    ]);
+    let mut req = plan_request("execer", &plan);
+    req.permissions = Some(clove_abi::msg::Permissions {
+        can_exec: true,
+        exec: vec!["ls".into()],
+        ..clove_abi::msg::Permissions::none()
+    });
+    let a = spawn_ok(&mut c, &req).unwrap();
+    let step = |i| plan_step(&kernel, a.id, i, Duration::from_secs(30)).unwrap()["reply"].clone();
+    let r = step(0);
+    assert_eq!(r["code"], "permission_denied", "{r}");
+    // Allowed, but the sandboxed path is not built: refused, never run on the host.
+    let r = step(1);
+    assert_eq!(r["code"], "not_implemented", "{r}");
+    assert!(!touched.exists());
+}
