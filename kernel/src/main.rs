@@ -32,11 +32,11 @@ use config::{Config, Flags, LogFormat};
 fn main() -> ExitCode {
     // Init mode: PID 1 of an agent's sandbox, exec'd by the launcher (sandbox::launch).
     // Checked before flag parsing so it never shows in --help.
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|a| a == sandbox::init::ARG)
-    {
-        sandbox::init::main();
+    match std::env::args_os().nth(1) {
+        Some(a) if a == sandbox::init::ARG => sandbox::init::main(),
+        // The launcher's fork server, whose children run init without an exec.
+        Some(a) if a == sandbox::forkserver::ARG => sandbox::forkserver::main(),
+        _ => {}
     }
     let flags = match Flags::try_parse() {
         Ok(flags) => flags,

@@ -23,6 +23,22 @@ fn init_mode_by_hand_is_refused_without_touching_anything() {
 }
 
 #[test]
+fn fork_server_mode_by_hand_is_refused() {
+    // No socket at fd 3: not the launcher's child.
+    let out = Command::new(KERNEL)
+        .arg("__clove_forkserver")
+        .output()
+        .expect("run clove-kernel");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "clove-kernel: __clove_forkserver is internal: only the kernel's launcher starts it"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
 fn init_mode_is_not_in_help() {
     let out = Command::new(KERNEL)
         .arg("--help")
@@ -32,4 +48,5 @@ fn init_mode_is_not_in_help() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("Usage"), "{help}");
     assert!(!help.contains("clove_init"), "{help}");
+    assert!(!help.contains("forkserver"), "{help}");
 }

@@ -167,7 +167,7 @@ impl Fds {
 }
 
 /// Closes every descriptor from `first` up.
-fn close_from(first: RawFd) {
+pub(crate) fn close_from(first: RawFd) {
     // SAFETY: close_range(2) on our own table.
     let rc = unsafe {
         libc::syscall(
@@ -460,8 +460,12 @@ mod test_entry {
     // Reading /proc/self/cmdline rather than the (glibc-specific) constructor arguments.
     extern "C" fn enter_init_mode() {
         if let Ok(cmdline) = std::fs::read("/proc/self/cmdline") {
-            if cmdline.split(|&b| b == 0).nth(1) == Some(super::ARG.as_bytes()) {
+            let mode = cmdline.split(|&b| b == 0).nth(1);
+            if mode == Some(super::ARG.as_bytes()) {
                 super::main();
+            }
+            if mode == Some(crate::sandbox::forkserver::ARG.as_bytes()) {
+                crate::sandbox::forkserver::main();
             }
         }
     }

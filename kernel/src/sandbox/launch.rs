@@ -13,7 +13,9 @@
 //!    exits, so it must outlive every agent: it never exits. A sandboxed child shares our
 //!    memory until its exec (`CLONE_VM | CLONE_VFORK`, see [`clone_vfork`]), and joins a
 //!    network namespace made ahead of time ([`NetnsPool`](super::net::NetnsPool)) rather
-//!    than creating one in the clone.
+//!    than creating one in the clone. When the thread's [fork server](super::forkserver)
+//!    runs (as root, the normal case), a sandboxed child is cloned by it instead and runs
+//!    init without an exec; the clone and exec below remain the fallback.
 //! 2. The child does only async-signal-safe work (the kernel is multi-threaded and another
 //!    thread may hold the allocator's lock): it moves its descriptors to fixed numbers, sets
 //!    `PR_SET_PDEATHSIG`, resets its signal state, then either execs the kernel binary in
@@ -34,7 +36,7 @@
 
 use std::ffi::CString;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -42,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use super::forkserver::{Failure, ForkServer, INIT_FDS};
 use super::init::InitStatus;
 use super::mounts::RootPlan;
 use super::privileges::{Applied, Lockdown};
@@ -59,7 +62,7 @@ pub(crate) const SPEC_FD: RawFd = 5;
 /// The agent's wait status, init to kernel, written right before init exits.
 pub(crate) const REPORT_FD: RawFd = 6;
 /// The kernel executable, for `execveat` (closed on exec).
-const EXE_FD: RawFd = 7;
+pub(crate) const EXE_FD: RawFd = 7;
 
 /// How long [`Pending::release`] waits for init's report.
 pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -217,9 +220,19 @@ impl Launcher {
         std::thread::Builder::new()
             .name("clove-launcher".into())
             .spawn(move || {
+                // Only root launches sandboxes, the server's one job. Started here: it is
+                // this thread's child, like every init it clones.
+                let mut server = nix::unistd::geteuid()
+                    .is_root()
+                    .then(|| ForkServer::start(&exe))
+                    .and_then(|started| {
+                        started
+                            .map_err(|e| tracing::warn!("no fork server, init execs: {e}"))
+                            .ok()
+                    });
                 while let Ok(Request { spec, reply }) = rx.recv() {
                     // A caller that gave up drops the Pending, which kills and reaps it.
-                    let _ = reply.send(launch(&exe, netns.as_deref(), spec));
+                    let _ = reply.send(launch(&exe, netns.as_deref(), &mut server, spec));
                 }
                 // Every child's PR_SET_PDEATHSIG is tied to this thread: it lives as long
                 // as the process, even with no Launcher handle left.
@@ -395,7 +408,7 @@ fn read_to_eof(fd: &OwnedFd, limit: Duration) -> Result<Vec<u8>, LaunchError> {
 }
 
 /// Waits until `fd` is readable (or hung up); `false` on timeout.
-fn poll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
@@ -489,7 +502,7 @@ fn wait_pidfd(pidfd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<Option<Ag
 }
 
 /// SIGKILL and a blocking reap; the end of every failed or abandoned launch.
-fn kill_and_reap(pidfd: &OwnedFd) {
+pub(crate) fn kill_and_reap(pidfd: &OwnedFd) {
     let _ = signal(pidfd, Signal::SIGKILL);
     let _ = wait_pidfd(pidfd.as_fd(), 0);
 }
@@ -524,36 +537,42 @@ fn decode_child_failure(message: &[u8]) -> Option<(u8, i32)> {
 }
 
 /// Everything the child needs, prepared before the clone so the child allocates nothing.
-struct ChildPlan {
+pub(crate) struct ChildPlan {
     /// (source, fixed number) pairs; every source is at least 10, so no move clobbers a
     /// later source.
-    moves: [(RawFd, RawFd); 8],
-    n_moves: usize,
+    pub(crate) moves: [(RawFd, RawFd); 8],
+    pub(crate) n_moves: usize,
     /// Fixed descriptors that must not survive the final exec.
-    cloexec: [RawFd; 3],
-    n_cloexec: usize,
+    pub(crate) cloexec: [RawFd; 3],
+    pub(crate) n_cloexec: usize,
     /// Everything from here up is closed right away.
-    first_free: RawFd,
+    pub(crate) first_free: RawFd,
     /// The program (direct) or unused (init: EXE_FD).
-    path: *const libc::c_char,
-    argv: *const *const libc::c_char,
-    envp: *const *const libc::c_char,
-    cwd: *const libc::c_char,
-    sandboxed: bool,
-    loopback: bool,
+    pub(crate) path: *const libc::c_char,
+    pub(crate) argv: *const *const libc::c_char,
+    pub(crate) envp: *const *const libc::c_char,
+    pub(crate) cwd: *const libc::c_char,
+    pub(crate) sandboxed: bool,
+    /// Run init right here instead of exec'ing EXE_FD: only in a child of the
+    /// single-threaded [fork server](super::forkserver), which may run ordinary code.
+    pub(crate) run_init: bool,
+    pub(crate) loopback: bool,
     /// A network namespace to join (`setns`) rather than one from the clone; -1 for none.
-    netns: RawFd,
+    pub(crate) netns: RawFd,
 }
 
 /// NUL-terminated strings and the pointer array over them; the strings must stay alive as
 /// long as the array is used.
-struct CArray {
+pub(crate) struct CArray {
     _strings: Vec<CString>,
-    ptrs: Vec<*const libc::c_char>,
+    pub(crate) ptrs: Vec<*const libc::c_char>,
 }
 
 impl CArray {
-    fn new(items: impl IntoIterator<Item = String>, what: &str) -> Result<Self, LaunchError> {
+    pub(crate) fn new(
+        items: impl IntoIterator<Item = String>,
+        what: &str,
+    ) -> Result<Self, LaunchError> {
         let strings = items
             .into_iter()
             .map(|s| {
@@ -601,7 +620,7 @@ fn check(spec: &ProcessSpec) -> Result<(), LaunchError> {
 }
 
 /// A CLOEXEC duplicate numbered 10 or above, so the child's moves to 0..=7 are safe.
-fn high_dup(fd: BorrowedFd<'_>, what: &str) -> Result<OwnedFd, LaunchError> {
+pub(crate) fn high_dup(fd: BorrowedFd<'_>, what: &str) -> Result<OwnedFd, LaunchError> {
     // SAFETY: F_DUPFD_CLOEXEC on a borrowed, open descriptor; the result is owned below.
     let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
     if new < 0 {
@@ -641,6 +660,7 @@ fn spec_memfd(spec: &ProcessSpec) -> Result<OwnedFd, LaunchError> {
 fn launch(
     exe: &OwnedFd,
     netns_pool: Option<&super::net::NetnsPool>,
+    server: &mut Option<ForkServer>,
     spec: LaunchSpec,
 ) -> Result<Pending, LaunchError> {
     let LaunchSpec {
@@ -716,6 +736,7 @@ fn launch(
             envp: init_envp.ptrs.as_ptr(),
             cwd: std::ptr::null(),
             sandboxed: true,
+            run_init: false,
             loopback: false,
             netns: -1,
         }
@@ -731,6 +752,7 @@ fn launch(
             envp: envp.ptrs.as_ptr(),
             cwd: cwd.as_ptr(),
             sandboxed: false,
+            run_init: false,
             loopback: !process.network,
             netns: -1,
         }
@@ -753,8 +775,35 @@ fn launch(
 
     let mut pidfd: libc::c_int = -1;
     let rc = if process.sandboxed {
-        // Init execs right away: share our memory until then instead of copying it.
-        clone_vfork(flags, &plan, &mut pidfd)
+        let mut cloned = None;
+        if let Some(s) = server.as_ref() {
+            let mut fds = [-1; INIT_FDS];
+            for (fd, (src, _)) in fds.iter_mut().zip(plan.moves.iter()) {
+                *fd = *src;
+            }
+            let netns = (plan.netns >= 0).then_some(plan.netns);
+            match s.fork_init(flags, &fds, netns) {
+                Ok((pid, fd)) => {
+                    pidfd = fd.into_raw_fd();
+                    cloned = Some(libc::c_long::from(pid));
+                }
+                Err(Failure::Clone(e)) => {
+                    let what = "clone into new namespaces";
+                    return Err(io_error(what)(e));
+                }
+                Err(Failure::Gone(why)) => {
+                    tracing::warn!("{why}; init execs from now on");
+                    if let Some(s) = server.take() {
+                        s.stop();
+                    }
+                }
+            }
+        }
+        match cloned {
+            Some(pid) => pid,
+            // Init execs right away: share our memory until then instead of copying it.
+            None => clone_vfork(flags, &plan, &mut pidfd),
+        }
     } else {
         // SAFETY: a fork-like clone (no CLONE_VM, stack 0 = a copy-on-write copy of ours).
         // The child runs only `child_main`, which makes async-signal-safe calls on memory
@@ -822,7 +871,11 @@ const VFORK_STACK: usize = 256 << 10;
 /// Every signal is blocked around the clone: a handler of the kernel's (tokio's signal
 /// driver) must never run in the child, where it would write into our memory. The child
 /// resets every disposition to the default before it unblocks (`reset_signals`).
-fn clone_vfork(flags: libc::c_int, plan: &ChildPlan, pidfd: &mut libc::c_int) -> libc::c_long {
+pub(crate) fn clone_vfork(
+    flags: libc::c_int,
+    plan: &ChildPlan,
+    pidfd: &mut libc::c_int,
+) -> libc::c_long {
     let mut stack = vec![0u8; VFORK_STACK];
     // SAFETY: an offset of exactly the allocation's length: one past its end, allowed.
     let top = unsafe { stack.as_mut_ptr().add(VFORK_STACK) };
@@ -871,12 +924,14 @@ extern "C" fn vfork_child_entry(plan: *mut libc::c_void) -> libc::c_int {
 }
 
 /// The clone child. Async-signal-safe calls only: the parent is multi-threaded and its
-/// other threads' locks are frozen in whatever state the clone caught them.
+/// other threads' locks are frozen in whatever state the clone caught them. The one
+/// exception is a plan with `run_init`, which only the single-threaded fork server makes:
+/// that child goes on into init's ordinary code.
 ///
 /// # Safety
 ///
 /// Call only in the child of a fork-like clone, with a plan whose pointers are valid.
-unsafe fn child_main(plan: &ChildPlan) -> ! {
+pub(crate) unsafe fn child_main(plan: &ChildPlan) -> ! {
     // SAFETY: raw system calls on descriptors and memory the plan owns; no allocation, no
     // locks, no return (the whole function).
     unsafe {
@@ -913,6 +968,9 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
         // Its own session: the kernel's terminal signals reach the kernel, not its agents.
         libc::setsid();
 
+        if plan.run_init {
+            super::init::main();
+        }
         if plan.sandboxed {
             libc::syscall(
                 libc::SYS_execveat,

@@ -10,6 +10,7 @@
 //!   brings loopback up, forks the agent, forwards signals, reaps, exits with its status.
 
 pub mod cgroup;
+pub mod forkserver;
 pub mod init;
 pub mod interpreter;
 pub mod launch;
