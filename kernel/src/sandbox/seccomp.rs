@@ -15,11 +15,11 @@
 //! * kill the process for a foreign syscall ABI. The host runs 32-bit programs (`int $0x80`,
 //!   `AUDIT_ARCH_I386`) and may run x32 (`AUDIT_ARCH_X86_64` with bit 30 set in the syscall
 //!   number); both have their own syscall numbers, so a table keyed on x86_64 numbers says
-//!   nothing about them. seccompiler's program starts with an architecture check whose
-//!   mismatch action is `SECCOMP_RET_KILL_PROCESS` (checked in its source,
-//!   `build_arch_validation_sequence`, and pinned by a test here), but it does not look at the
-//!   x32 bit, so we put a short prelude in front of its program that does both (and answers
-//!   `clone3`, because seccompiler has a single match action per filter).
+//!   nothing about them. The program starts with a prelude that kills both (the architecture
+//!   check, then the x32 bit), before it looks at the syscall number.
+//!
+//! The program is generated here (a binary search over the table's numbers, see
+//! [`agent_filter`]); seccompiler only supplies the types and installs it.
 //!
 //! Syscalls deliberately left allowed: `adjtimex` (reading the clock state is harmless and
 //! setting it needs `CAP_SYS_TIME`; note that glibc implements it with `clock_adjtime`, which is
@@ -30,10 +30,7 @@
 
 use std::collections::BTreeMap;
 
-use seccompiler::{
-    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
-    SeccompFilter, SeccompRule, TargetArch,
-};
+use seccompiler::{sock_filter, BpfProgram, TargetArch};
 
 /// A failure to build or install the agent filter.
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +38,9 @@ pub enum SeccompError {
     /// There is no syscall table for the running architecture.
     #[error("seccomp filter: no syscall table for architecture {0}")]
     UnsupportedArch(&'static str),
-    /// seccompiler refused the table (a bug in the table).
-    #[error("compile seccomp filter: {0}")]
-    Compile(#[source] seccompiler::BackendError),
+    /// A syscall number of the table is negative or listed twice (a bug in the table).
+    #[error("compile seccomp filter: syscall {0} is listed twice or has no valid number")]
+    Table(&'static str),
     /// The compiled program is longer than the kernel accepts.
     #[error("compile seccomp filter: {0} instructions, the kernel takes at most {BPF_MAX_LEN}")]
     TooLong(usize),
@@ -248,6 +245,8 @@ pub(crate) fn table() -> Vec<Row> {
 // struct seccomp_data offsets (linux/seccomp.h).
 const DATA_NR: u32 = 0;
 const DATA_ARCH: u32 = 4;
+/// The low 32 bits of the first argument (both supported architectures are little-endian).
+const DATA_ARG0_LOW: u32 = 16;
 
 // Classic BPF opcodes (linux/bpf_common.h): class | size/op | mode/source.
 /// BPF_LD | BPF_W (0) | BPF_ABS.
@@ -258,6 +257,10 @@ const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10;
 const BPF_JMP_JGE_K: u16 = 0x05 | 0x30;
 /// BPF_RET | BPF_K (0).
 const BPF_RET_K: u16 = 0x06;
+/// BPF_JMP | BPF_JA (0).
+const BPF_JA: u16 = 0x05;
+/// BPF_ALU | BPF_AND | BPF_K (0).
+const BPF_ALU_AND_K: u16 = 0x04 | 0x50;
 
 /// The kernel's limit on a filter's length (BPF_MAXINSNS).
 const BPF_MAX_LEN: usize = 4096;
@@ -297,9 +300,16 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
 
 /// The filter for the running architecture (x86_64 and aarch64).
 ///
-/// Layout: our prelude (architecture check, the x32 check on x86_64, the `ENOSYS` rows),
-/// falling through into seccompiler's program for the `EPERM` rows (which repeats the
-/// architecture check and ends in "allow").
+/// Layout: the prelude (architecture check, and on x86_64 the x32 check), then a binary
+/// search over the table's syscall numbers. Each number that the table lists leads to its
+/// answer: a return, or a short check of the first argument's low 32 bits followed by the
+/// return; every other number ends in "allow".
+///
+/// Why a search rather than a chain of comparisons: when the filter is installed the kernel
+/// runs it once for every syscall number, to find the calls whose answer does not depend on
+/// their arguments (those then skip the filter), and each agent pays for that at its start. A
+/// linear program costs a comparison per row for every number; the search costs a handful.
+/// The agent's own syscalls that do run the filter (`clone`, `personality`) are quicker too.
 pub fn agent_filter() -> Result<BpfProgram, SeccompError> {
     let (target, audit_arch) = native_arch()?;
     let rows = table();
@@ -321,38 +331,18 @@ pub fn agent_filter() -> Result<BpfProgram, SeccompError> {
             stmt(BPF_RET_K, libc::SECCOMP_RET_KILL_PROCESS),
         ]);
     }
-    for r in rows.iter().filter(|r| r.answer == Answer::Enosys) {
-        // Only unconditional rows can be answered here (the prelude has no argument checks).
-        debug_assert_eq!(
-            r.when,
-            When::Always,
-            "{}: ENOSYS rows take no condition",
-            r.name
-        );
-        prog.extend([
-            jump(BPF_JMP_JEQ_K, r.nr as u32, 0, 1),
-            stmt(
-                BPF_RET_K,
-                libc::SECCOMP_RET_ERRNO | (libc::ENOSYS as u32 & libc::SECCOMP_RET_DATA),
-            ),
-        ]);
-    }
 
-    // The EPERM rows, compiled by seccompiler. Rules of one syscall are OR-ed, the
-    // conditions of one rule AND-ed; an empty rule list matches every call.
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.answer == Answer::Eperm) {
-        rules.insert(r.nr, rules_for(r.when).map_err(SeccompError::Compile)?);
+    // One row per number, in ascending order (the search needs it).
+    let mut by_nr: BTreeMap<u32, Row> = BTreeMap::new();
+    for r in &rows {
+        let nr = u32::try_from(r.nr).map_err(|_| SeccompError::Table(r.name))?;
+        // Two rows for one number would make the answer depend on the layout.
+        if by_nr.insert(nr, *r).is_some() {
+            return Err(SeccompError::Table(r.name));
+        }
     }
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        target,
-    )
-    .map_err(SeccompError::Compile)?;
-    let tail: BpfProgram = filter.try_into().map_err(SeccompError::Compile)?;
-    prog.extend(tail);
+    let sorted: Vec<(u32, Row)> = by_nr.into_iter().collect();
+    search(&sorted, &mut prog);
 
     if prog.len() > BPF_MAX_LEN {
         return Err(SeccompError::TooLong(prog.len()));
@@ -360,34 +350,68 @@ pub fn agent_filter() -> Result<BpfProgram, SeccompError> {
     Ok(prog)
 }
 
-/// seccompiler rules for a condition. "Any of these bits" is one rule per bit (a masked
-/// compare tests "all of"). Arguments are compared on their low 32 bits (`Dword`): both
-/// `clone`'s flags and `personality`'s persona are truncated to 32 bits by the kernel, so
-/// the high half cannot smuggle anything and must not be able to dodge the match either.
-fn rules_for(when: When) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
-    let any_bit = |bits: u64, extra: Option<SeccompCondition>| {
-        (0..64)
-            .map(|i| 1u64 << i)
-            .filter(|bit| bits & bit != 0)
-            .map(|bit| {
-                let mut conds = vec![SeccompCondition::new(
-                    0,
-                    SeccompCmpArgLen::Dword,
-                    SeccompCmpOp::MaskedEq(bit),
-                    bit,
-                )?];
-                conds.extend(extra.clone());
-                SeccompRule::new(conds)
-            })
-            .collect::<Result<Vec<_>, _>>()
+/// Numbers per leaf of the search: compared one by one.
+const LEAF: usize = 4;
+
+/// Emits the search over `rows` (sorted by number, the number in the accumulator); every
+/// path ends in a return.
+fn search(rows: &[(u32, Row)], prog: &mut Vec<sock_filter>) {
+    if rows.len() <= LEAF {
+        for (nr, row) in rows {
+            let answer = answer(row);
+            // Not this number: skip its answer.
+            prog.push(jump(BPF_JMP_JEQ_K, *nr, 0, answer.len() as u8));
+            prog.extend(answer);
+        }
+        prog.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW));
+        return;
+    }
+    let (low, high) = rows.split_at(rows.len() / 2);
+    // nr >= the first high number: over the low half (an unconditional jump, whose offset is
+    // not limited to 255 like a conditional one's).
+    prog.push(jump(BPF_JMP_JGE_K, high[0].0, 0, 1));
+    let over = prog.len();
+    prog.push(stmt(BPF_JA, 0));
+    search(low, prog);
+    prog[over].k = (prog.len() - over - 1) as u32;
+    search(high, prog);
+}
+
+/// The instructions that answer a call of `row`'s number (each path ends in a return). Short:
+/// they sit inside a conditional jump's reach.
+fn answer(row: &Row) -> Vec<sock_filter> {
+    let verdict = match row.answer {
+        Answer::Enosys => libc::SECCOMP_RET_ERRNO | (libc::ENOSYS as u32 & libc::SECCOMP_RET_DATA),
+        Answer::Eperm => libc::SECCOMP_RET_ERRNO | (libc::EPERM as u32 & libc::SECCOMP_RET_DATA),
     };
-    match when {
-        When::Always => Ok(Vec::new()),
-        When::Arg0AnyOf(bits) => any_bit(bits, None),
+    let allow = || stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW);
+    let deny = || stmt(BPF_RET_K, verdict);
+    // The kernel truncates both `clone`'s flags and `personality`'s persona to 32 bits, so
+    // only the low half is compared: the high half can neither smuggle a flag in nor dodge
+    // the match.
+    let any_of = |bits: u64| {
+        [
+            stmt(BPF_ALU_AND_K, bits as u32),
+            jump(BPF_JMP_JEQ_K, 0, 0, 1),
+            allow(),
+            deny(),
+        ]
+    };
+    match row.when {
+        When::Always => vec![deny()],
+        When::Arg0AnyOf(bits) => {
+            let mut out = vec![stmt(BPF_LD_W_ABS, DATA_ARG0_LOW)];
+            out.extend(any_of(bits));
+            out
+        }
         When::Arg0AnyOfExcept { bits, except } => {
-            let not_except =
-                SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, except)?;
-            any_bit(bits, Some(not_except))
+            let mut out = vec![
+                stmt(BPF_LD_W_ABS, DATA_ARG0_LOW),
+                // The exception: on to the "allow" of the check below.
+                jump(BPF_JMP_JEQ_K, except as u32, 2, 0),
+            ];
+            out.extend(any_of(bits));
+            out
         }
     }
 }
@@ -426,6 +450,12 @@ mod tests {
     /// anything the kernel's checker would reject (unknown opcode, jump out of the program,
     /// falling off the end).
     fn run(prog: &[sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+        run_counted(prog, arch, nr, args).0
+    }
+
+    /// As [`run`], also counting the instructions executed.
+    fn run_counted(prog: &[sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> (u32, usize) {
+        let mut steps = 0;
         let mut words = [0u32; 16];
         words[0] = nr;
         words[1] = arch;
@@ -438,6 +468,7 @@ mod tests {
         let mut pc = 0usize;
         loop {
             let ins = prog.get(pc).expect("program falls off its end");
+            steps += 1;
             let next = pc + 1;
             pc = match ins.code {
                 0x20 => {
@@ -458,8 +489,8 @@ mod tests {
                     };
                     next + usize::from(if taken { ins.jt } else { ins.jf })
                 }
-                0x06 => return ins.k,
-                other => panic!("opcode {other:#x} not expected in a seccompiler program"),
+                0x06 => return (ins.k, steps),
+                other => panic!("opcode {other:#x} not expected in a filter of ours"),
             };
         }
     }
@@ -498,6 +529,58 @@ mod tests {
                 assert_eq!(got, want, "{} with arg0 {arg0:#x}: {got:#x}", r.name);
             }
         }
+    }
+
+    /// The search against the table itself, for every number up to well past the last
+    /// syscall: listed numbers get their row's answer, all others are allowed. Also bounds
+    /// the work per call, which is what the search is for.
+    #[test]
+    fn every_number_gets_the_tables_answer() {
+        let prog = agent_filter().expect("filter builds");
+        let rows = table();
+        let args = [
+            0,
+            1,
+            u64::MAX,
+            CLONE_NEW_ANY,
+            PERSONALITY_QUERY,
+            0xdead_0000_0000_0000,
+        ];
+        for nr in (0..2048u32).chain([u32::MAX - 1, u32::MAX]) {
+            let row = rows.iter().find(|r| r.nr == i64::from(nr));
+            for arg0 in args {
+                let want = match row {
+                    None => ALLOW,
+                    Some(r) => {
+                        let low = arg0 & 0xffff_ffff;
+                        let hit = match r.when {
+                            When::Always => true,
+                            When::Arg0AnyOf(bits) => low & bits != 0,
+                            When::Arg0AnyOfExcept { bits, except } => {
+                                low != except && low & bits != 0
+                            }
+                        };
+                        match (hit, r.answer) {
+                            (false, _) => ALLOW,
+                            (true, Answer::Eperm) => EPERM,
+                            (true, Answer::Enosys) => ENOSYS,
+                        }
+                    }
+                };
+                let got = run(&prog, native(), nr, [arg0, 0, 0, 0, 0, 0]);
+                // -1 and the x32 range are the prelude's (see foreign_architectures_are_killed).
+                if cfg!(target_arch = "x86_64") && nr >= X32_SYSCALL_BIT {
+                    continue;
+                }
+                assert_eq!(got, want, "nr {nr} arg0 {arg0:#x}");
+            }
+        }
+        assert!(prog.len() < 200, "{} instructions", prog.len());
+        let steps = (0..2048u32)
+            .map(|nr| run_counted(&prog, native(), nr, [0; 6]).1)
+            .max()
+            .unwrap_or(0);
+        assert!(steps <= 30, "{steps} instructions on the longest path");
     }
 
     #[test]
@@ -566,17 +649,7 @@ mod tests {
     #[test]
     fn foreign_architectures_are_killed() {
         let prog = agent_filter().expect("filter builds");
-        // What seccompiler's own program does on its own (pinned: our prelude repeats it, but
-        // the module docs rely on it too).
-        let bare: BpfProgram = SeccompFilter::new(
-            BTreeMap::new(),
-            SeccompAction::Allow,
-            SeccompAction::Errno(1),
-            native_arch().expect("supported arch").0,
-        )
-        .and_then(TryInto::try_into)
-        .expect("empty filter builds");
-        for p in [&prog, &bare] {
+        for p in [&prog] {
             let arches = [
                 AUDIT_ARCH_I386,
                 AUDIT_ARCH_ARM,
