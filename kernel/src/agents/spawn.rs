@@ -446,11 +446,10 @@ pub(crate) async fn launch(
         l.gid,
         log_write,
     )?;
-    let launcher = agents.host.launcher.clone();
     // The clone starts now and the cgroup is made meanwhile: nothing of the agent runs
-    // before `release`, which comes after the placement below, and init's own setup (its
-    // exec, the root file system) takes longer than making the cgroup.
-    let cloning = tokio::task::spawn_blocking(move || launcher.spawn(spec));
+    // before `release`, which comes after the placement below, and init's own setup (the
+    // root file system) takes longer than making the cgroup.
+    let cloning = agents.host.launcher.start_spawn(spec);
 
     // The cgroup, nested under the spawning agent's.
     let made = match &agents.host.cgroups {
@@ -473,8 +472,8 @@ pub(crate) async fn launch(
     };
     let t_cgroup = t0.elapsed();
     let pending = cloning
+        .wait()
         .await
-        .map_err(internal)?
         .map_err(|e| internal(format!("spawn {}: {e}", req.name)))?;
     let (cgroup, mut not_applied) = match made {
         Ok(made) => made,

@@ -197,7 +197,40 @@ pub struct Launcher {
 
 struct Request {
     spec: LaunchSpec,
-    reply: mpsc::SyncSender<Result<Pending, LaunchError>>,
+    reply: Reply,
+}
+
+/// Where the launcher thread sends a launch's outcome.
+enum Reply {
+    /// A blocked thread ([`Launcher::spawn`]).
+    Blocking(mpsc::SyncSender<Result<Pending, LaunchError>>),
+    /// An async task ([`Launcher::start_spawn`]), woken straight from the launcher thread.
+    Task(tokio::sync::oneshot::Sender<Result<Pending, LaunchError>>),
+}
+
+impl Reply {
+    /// Hands the outcome over; when the caller gave up, the `Pending` is dropped here, which
+    /// kills and reaps the child.
+    fn send(self, outcome: Result<Pending, LaunchError>) {
+        match self {
+            Reply::Blocking(tx) => drop(tx.send(outcome)),
+            Reply::Task(tx) => drop(tx.send(outcome)),
+        }
+    }
+}
+
+/// A launch requested with [`Launcher::start_spawn`]; [`SpawnAnswer::wait`] for the child.
+#[derive(Debug)]
+pub struct SpawnAnswer(Result<tokio::sync::oneshot::Receiver<Result<Pending, LaunchError>>, ()>);
+
+impl SpawnAnswer {
+    /// The cloned child, once the launcher thread has it.
+    pub async fn wait(self) -> Result<Pending, LaunchError> {
+        match self.0 {
+            Ok(rx) => rx.await.map_err(|_| LaunchError::LauncherGone)?,
+            Err(()) => Err(LaunchError::LauncherGone),
+        }
+    }
 }
 
 impl Launcher {
@@ -231,8 +264,7 @@ impl Launcher {
                             .ok()
                     });
                 while let Ok(Request { spec, reply }) = rx.recv() {
-                    // A caller that gave up drops the Pending, which kills and reaps it.
-                    let _ = reply.send(launch(&exe, netns.as_deref(), &mut server, spec));
+                    reply.send(launch(&exe, netns.as_deref(), &mut server, spec));
                 }
                 // Every child's PR_SET_PDEATHSIG is tied to this thread: it lives as long
                 // as the process, even with no Launcher handle left.
@@ -246,12 +278,28 @@ impl Launcher {
 
     /// Clones the agent's process (blocking: async callers use `spawn_blocking`). Nothing
     /// of the agent runs until [`Pending::release`].
+    #[cfg_attr(not(test), allow(dead_code))] // the kernel uses start_spawn
     pub fn spawn(&self, spec: LaunchSpec) -> Result<Pending, LaunchError> {
         let (reply, answer) = mpsc::sync_channel(1);
         self.requests
-            .send(Request { spec, reply })
+            .send(Request {
+                spec,
+                reply: Reply::Blocking(reply),
+            })
             .map_err(|_| LaunchError::LauncherGone)?;
         answer.recv().map_err(|_| LaunchError::LauncherGone)?
+    }
+
+    /// As [`Launcher::spawn`] for async callers, without a blocking thread in between: the
+    /// request goes to the launcher thread right away (the caller can do other work while the
+    /// child is cloned), and the launcher thread wakes the waiting task itself.
+    pub fn start_spawn(&self, spec: LaunchSpec) -> SpawnAnswer {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = self.requests.send(Request {
+            spec,
+            reply: Reply::Task(reply),
+        });
+        SpawnAnswer(sent.map(|()| answer).map_err(drop))
     }
 }
 
