@@ -469,7 +469,7 @@ async fn stop_children(agents: &Agents, agent: &Agent) {
 /// What may wait until the exit has been reported, since nobody can tell: the sandbox's
 /// mount namespace, whose closing unmounts its mounts (and waits for an RCU grace period) on
 /// the thread that drops it; after a final exit also the socket file (its listener is closed
-/// already) and the empty mount point of the sandbox's root.
+/// already).
 async fn tidy(agent: &Arc<Agent>, run: &Arc<Run>, last: bool) {
     let mount_ns = super::lock(&run.mount_ns).take();
     let dir = agent.dir.clone();
@@ -477,7 +477,6 @@ async fn tidy(agent: &Arc<Agent>, run: &Arc<Run>, last: bool) {
         drop(mount_ns);
         if last {
             let _ = std::fs::remove_file(dir.join("clove.sock"));
-            let _ = std::fs::remove_dir(dir.join("root"));
         }
     })
     .await;

@@ -123,6 +123,10 @@ fn set_aside_previous_run(dir: &Path, retention: Duration, keep: &[u32]) {
             entries
                 .flatten()
                 .filter(|e| {
+                    // The sandboxes' shared (empty) root mount point stays for the next ones.
+                    if e.file_name() == super::spawn::SANDBOX_ROOT {
+                        return false;
+                    }
                     let id = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok());
                     !id.is_some_and(|id| keep.contains(&id))
                 })

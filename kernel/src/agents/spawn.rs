@@ -48,6 +48,8 @@ const NAME_MAX: usize = 128;
 /// The line a restored agent's log gets before the output of its first run under the new
 /// kernel (like the restart markers of `exit`).
 pub const RESTORED_MARKER: &str = "--- clove: restored after a kernel restart ---";
+/// The sandboxes' shared root mount point in the agents directory (a name no agent id has).
+pub(crate) const SANDBOX_ROOT: &str = "sandbox-root";
 
 fn invalid(why: impl std::fmt::Display) -> WireError {
     WireError::invalid_request(why)
@@ -233,22 +235,24 @@ pub(crate) async fn start(
         undo.saved = None;
     }
 
-    // The agent's directory: work dir, empty root for the sandbox, socket, log. All of it
-    // outlives restarts, and a restored agent's outlived the kernel: a failed restore leaves
-    // it for `restore` to deal with.
+    // The agent's directory: work dir, socket, log. All of it outlives restarts, and a
+    // restored agent's outlived the kernel: a failed restore leaves it for `restore` to deal
+    // with.
     let dir = agents.host.dir.join(id.to_string());
     if origin == Origin::Spawn {
         undo.dir = Some(dir.clone());
     }
     let work = dir.join("work");
-    let new_root = dir.join("root");
+    // The host directory init mounts the sandbox's root tmpfs over, in its own mount
+    // namespace (so the host copy stays empty): one for every sandbox, made by the first.
+    let new_root = agents.host.dir.join(SANDBOX_ROOT);
     let socket_path = dir.join("clove.sock");
     let script_copy = dir
         .join("script")
         .join(script.file_name().unwrap_or_default());
     make_dir(&dir, 0o711)?;
-    make_dir(&work, 0o700)?;
-    make_dir(&new_root, 0o700)?;
+    make_private_dir(&work)?;
+    make_private_dir(&new_root)?;
     chown(&work, uid, gid)?;
     if let (Some(disk), true) = (limits.disk, agents.host.root) {
         mount_work_tmpfs(&work, disk.bytes(), uid, gid)?;
@@ -798,6 +802,17 @@ fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+/// A directory of mode 0700 in one `mkdir` (none when it exists): the kernel's umask is 077
+/// (main.rs), which leaves exactly 0700 of the mode asked for.
+fn make_private_dir(path: &Path) -> Result<(), WireError> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| internal(format!("create {}: {e}", path.display())))
 }
 
 fn make_dir(path: &Path, mode: u32) -> Result<(), WireError> {
