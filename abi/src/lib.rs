@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auditlog;
 pub mod codec;
 pub mod error;
 pub mod frame;

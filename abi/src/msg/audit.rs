@@ -141,7 +141,8 @@ pub struct GetAuditLogReply {
 }
 
 /// One audit log entry:
-/// `{id, timestamp, category, event_type, agent_id, agent_name?, success, details}`.
+/// `{id, timestamp, category, event_type, agent_id, agent_name?, success, details}`, plus our
+/// `hash` and `decided_by` (the stored form is [`crate::auditlog::LogEntry`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct AuditEntry {
@@ -166,6 +167,10 @@ pub struct AuditEntry {
     /// entry's hash and this entry's fields, so altering or removing an entry breaks the chain.
     #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
     pub hash: Option<String>,
+    /// Extension: who decided the audited action: `kernel` (an automatic decision),
+    /// `operator:<uid>` or `agent:<id>`.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub decided_by: Option<String>,
 }
 
 /// SET_AUDIT_CONFIG `{max_entries?, log_syscalls?, ...}`: change what is logged. Absent fields

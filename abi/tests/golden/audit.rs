@@ -138,6 +138,7 @@ fn get_audit_log_reply_has_the_original_keys() {
         success: true,
         details: Json(json!({})),
         hash: None,
+        decided_by: None,
     };
     let r = GetAuditLogReply {
         success: true,
@@ -152,23 +153,24 @@ fn get_audit_log_reply_has_the_original_keys() {
         }]})
     );
     // success, count 1, one entry: id 1, "T", IPC = index 2, "E", agent 7, agent_name None,
-    // success, details as the JSON text `{}`, hash None.
+    // success, details as the JSON text `{}`, hash None, decided_by None.
     assert_eq!(
         encode(Codec::Postcard, &r).unwrap(),
-        hex("01 01 01  01  01 54  02  01 45  07  00  01  02 7b 7d  00")
+        hex("01 01 01  01  01 54  02  01 45  07  00  01  02 7b 7d  00  00")
     );
     let full = AuditEntry {
         agent_name: Some("w".into()),
         success: false,
         details: Json(json!({"syscall": "EXEC"})),
         hash: Some("ab01".into()),
+        decided_by: Some("operator:0".into()),
         ..entry
     };
     assert_eq!(
         sent(&full),
         json!({"id": 1, "timestamp": "T", "category": "IPC", "event_type": "E", "agent_id": 7,
                "agent_name": "w", "success": false, "details": {"syscall": "EXEC"},
-               "hash": "ab01"})
+               "hash": "ab01", "decided_by": "operator:0"})
     );
     // The original's shape: no hash.
     let back: GetAuditLogReply = read(
@@ -184,6 +186,7 @@ fn get_audit_log_reply_has_the_original_keys() {
     assert_eq!(e.agent_name.as_deref(), Some("worker"));
     assert_eq!(e.details, Json(json!({"pid": 4242})));
     assert_eq!(e.hash, None);
+    assert_eq!(e.decided_by, None);
 }
 
 // ---------------------------------------------------------------- SET_AUDIT_CONFIG
