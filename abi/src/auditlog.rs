@@ -7,8 +7,8 @@
 //!
 //! # Files (in `<state dir>/audit/`)
 //!
-//! * `audit.log`, then rotated `audit.log.1` (the newest rotated), `audit.log.2`, ...: one
-//!   entry per line, oldest first; the chain runs across files (oldest file first).
+//! * `audit.log` and the rotated files `audit.log.<id of their first entry>`: one entry per
+//!   line, oldest first; the chain runs across files (rotated ones by id, `audit.log` last).
 //! * `audit.head`: the [`Anchor`], the chain's last entry as of the last group commit, plus
 //!   the first kept entry's id and `prev` (so a removed oldest file shows too).
 //! * `config.json`: the [`AuditConfig`](crate::msg::AuditConfig) in force.
@@ -263,34 +263,38 @@ impl Anchor {
     }
 }
 
-/// The name of log file `n`: `audit.log` for 0, `audit.log.<n>` otherwise.
-pub fn file_name(n: u32) -> String {
-    if n == 0 {
-        LOG_FILE.to_owned()
-    } else {
-        format!("{LOG_FILE}.{n}")
+/// The name of a log file: `audit.log` for the live one (`None`), `audit.log.<first id>`
+/// for a rotated one, named after the id of its first entry. A rotated file is renamed once
+/// and never again (no logrotate-style shifting), so a crash mid-rotation leaves nothing to
+/// repair.
+pub fn file_name(first_id: Option<u64>) -> String {
+    match first_id {
+        None => LOG_FILE.to_owned(),
+        Some(id) => format!("{LOG_FILE}.{id}"),
     }
 }
 
-/// The number in a log file's name (`audit.log` is 0); `None` for any other name.
-pub fn file_number(name: &str) -> Option<u32> {
+/// Which log file a name is: `Some(None)` for `audit.log`, `Some(Some(id))` for a rotated
+/// `audit.log.<id>`; `None` for any other name.
+pub fn file_number(name: &str) -> Option<Option<u64>> {
     if name == LOG_FILE {
-        return Some(0);
+        return Some(None);
     }
     let n = name.strip_prefix(LOG_FILE)?.strip_prefix('.')?;
     if n.is_empty() || n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    n.parse().ok().filter(|n| *n > 0)
+    n.parse().ok().map(Some)
 }
 
-/// The log files among `names`, oldest first (highest number first, `audit.log` last).
+/// The log files among `names`, oldest first: rotated ones by their first id, `audit.log`
+/// last.
 pub fn log_files_oldest_first<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-    let mut files: Vec<(u32, String)> = names
+    let mut files: Vec<(u64, String)> = names
         .into_iter()
-        .filter_map(|n| file_number(n).map(|k| (k, n.to_owned())))
+        .filter_map(|n| file_number(n).map(|k| (k.unwrap_or(u64::MAX), n.to_owned())))
         .collect();
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort();
     files.into_iter().map(|(_, n)| n).collect()
 }
 

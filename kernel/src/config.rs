@@ -112,6 +112,15 @@ pub struct Flags {
     #[arg(long, env = "CLOVE_STATE_MAX_BYTES", value_name = "BYTES")]
     pub state_max_bytes: Option<u64>,
 
+    /// Size at which the audit log file is rotated [default: 16777216, 16 MiB]
+    #[arg(long, env = "CLOVE_AUDIT_MAX_FILE_BYTES", value_name = "BYTES")]
+    pub audit_max_file_bytes: Option<u64>,
+
+    /// Audit log files kept, the live one included; the oldest is removed beyond it
+    /// [default: 8]
+    #[arg(long, env = "CLOVE_AUDIT_KEEP_FILES", value_name = "N")]
+    pub audit_keep_files: Option<u32>,
+
     /// Print the effective configuration as TOML and exit
     #[arg(long)]
     pub print_config: bool,
@@ -156,6 +165,8 @@ struct FileConfig {
     event_queue: Option<usize>,
     state_max_value: Option<usize>,
     state_max_bytes: Option<u64>,
+    audit_max_file_bytes: Option<u64>,
+    audit_keep_files: Option<u32>,
 }
 
 /// The effective, validated configuration.
@@ -199,6 +210,10 @@ pub struct Config {
     pub state_max_value: usize,
     /// Most bytes the state store holds.
     pub state_max_bytes: u64,
+    /// Size at which the audit log file is rotated.
+    pub audit_max_file_bytes: u64,
+    /// Audit log files kept, the live one included.
+    pub audit_keep_files: u32,
 }
 
 fn ser_compat<S: serde::Serializer>(v: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
@@ -350,6 +365,14 @@ pub fn load(flags: &Flags, host: &Host) -> Result<Config, ConfigError> {
             .state_max_bytes
             .or(file.state_max_bytes)
             .unwrap_or(256 << 20),
+        audit_max_file_bytes: flags
+            .audit_max_file_bytes
+            .or(file.audit_max_file_bytes)
+            .unwrap_or(16 << 20),
+        audit_keep_files: flags
+            .audit_keep_files
+            .or(file.audit_keep_files)
+            .unwrap_or(8),
     };
     config.validate()?;
     Ok(config)
@@ -440,6 +463,19 @@ impl Config {
             if value == 0 {
                 return bad(format!("{key}: must be at least 1"));
             }
+        }
+        // An entry must fit in a file (a large one is a few KiB).
+        if self.audit_max_file_bytes < 64 << 10 {
+            return bad(format!(
+                "audit_max_file_bytes {}: at least 65536",
+                self.audit_max_file_bytes
+            ));
+        }
+        if self.audit_keep_files < 2 {
+            return bad(format!(
+                "audit_keep_files {}: at least 2 (the live file and one rotated)",
+                self.audit_keep_files
+            ));
         }
         if self.kill_grace > Duration::from_secs(600) {
             return bad(format!(

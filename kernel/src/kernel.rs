@@ -1,6 +1,6 @@
 //! The kernel's shared state, handed to every connection and handler.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use clove_abi::msg::EventType;
@@ -8,6 +8,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::{Agents, Host, LifecycleEvent, Observer};
+use crate::audit::Audit;
 use crate::config::Config;
 use crate::events::{Audience, Events};
 use crate::ids::IdSpace;
@@ -33,6 +34,8 @@ pub struct Kernel {
     pub ipc: Arc<Ipc>,
     /// The durable key-value store.
     pub state: Arc<StateStore>,
+    /// The hash-chained audit log: `kernel.audit.record(AuditRecord { .. })` from any hook.
+    pub audit: Arc<Audit>,
     /// Cancelled when the kernel starts shutting down: requests that wait (RECV, POLL_EVENTS)
     /// end early.
     pub stopping: CancellationToken,
@@ -67,11 +70,16 @@ impl Kernel {
             messages: config.mailbox_messages,
             bytes: config.mailbox_bytes,
         }));
+        let audit = Arc::new(Audit::open(state_dir, crate::audit::limits_of(&config))?);
+        // The audit observer looks owners up in the table it observes: set once it exists.
+        let table: Arc<OnceLock<Weak<Agents>>> = Arc::new(OnceLock::new());
         let observers: Vec<Observer> = vec![
             publish_lifecycle(Arc::clone(&events)),
+            crate::audit::observer(Arc::clone(&audit), Arc::clone(&table)),
             release_on_exit(Arc::clone(&ipc), Arc::clone(&events), Arc::clone(&state)),
         ];
         let agents = Arc::new(Agents::new(host, observers));
+        let _ = table.set(Arc::downgrade(&agents));
         Ok(Kernel {
             groups: Groups::new(Arc::clone(&agents), Arc::clone(&state), config.kill_grace),
             config,
@@ -79,6 +87,7 @@ impl Kernel {
             events,
             ipc,
             state,
+            audit,
             ids,
             stopping: CancellationToken::new(),
             listeners: OnceLock::new(),

@@ -5,6 +5,7 @@
 //! fails while running.
 
 mod agents;
+mod audit;
 mod config;
 mod events;
 mod host;
@@ -150,6 +151,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         kernel.stop_agents().await;
         // Last: every STORE that replied is already durable; this stops the writer cleanly.
         kernel.state.shutdown().await;
+        // The exits of the agents just stopped are in the audit log before it closes.
+        kernel.audit.shutdown().await;
         served
     })?;
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -42,7 +42,10 @@ fn anchor(first_id: u64, first_prev: &str, last_id: u64, last_hash: &str, files:
 }
 
 fn text(lines: &[String]) -> Vec<u8> {
-    lines.iter().flat_map(|l| format!("{l}\n").into_bytes()).collect()
+    lines
+        .iter()
+        .flat_map(|l| format!("{l}\n").into_bytes())
+        .collect()
 }
 
 fn kinds(r: &Report) -> Vec<FindingKind> {
@@ -67,7 +70,11 @@ fn the_body_is_canonical_and_the_line_is_the_body_plus_its_hash() {
     assert_eq!(c.entry.hash, sha256_hex(body.as_bytes()));
     assert_eq!(
         line,
-        &format!("{},\"hash\":\"{}\"}}", &body[..body.len() - 1], c.entry.hash)
+        &format!(
+            "{},\"hash\":\"{}\"}}",
+            &body[..body.len() - 1],
+            c.entry.hash
+        )
     );
 }
 
@@ -81,16 +88,29 @@ fn timestamps_are_iso8601_utc_with_milliseconds() {
 
 #[test]
 fn file_names_number_and_order() {
-    assert_eq!(file_name(0), "audit.log");
-    assert_eq!(file_name(3), "audit.log.3");
-    assert_eq!(file_number("audit.log"), Some(0));
-    assert_eq!(file_number("audit.log.12"), Some(12));
-    for other in ["audit.log.", "audit.log.0", "audit.log.01", "audit.logx", "audit.head", "audit.log.1.tmp"] {
+    assert_eq!(file_name(None), "audit.log");
+    assert_eq!(file_name(Some(3)), "audit.log.3");
+    assert_eq!(file_number("audit.log"), Some(None));
+    assert_eq!(file_number("audit.log.12"), Some(Some(12)));
+    for other in [
+        "audit.log.",
+        "audit.log.0",
+        "audit.log.01",
+        "audit.logx",
+        "audit.head",
+        "audit.log.1.tmp",
+    ] {
         assert_eq!(file_number(other), None, "{other}");
     }
     assert_eq!(
-        log_files_oldest_first(["audit.log", "audit.log.2", "audit.head", "audit.log.10", "audit.log.1"]),
-        vec!["audit.log.10", "audit.log.2", "audit.log.1", "audit.log"]
+        log_files_oldest_first([
+            "audit.log",
+            "audit.log.2",
+            "audit.head",
+            "audit.log.10",
+            "audit.log.1"
+        ]),
+        vec!["audit.log.1", "audit.log.2", "audit.log.10", "audit.log"]
     );
 }
 
@@ -99,7 +119,10 @@ fn an_intact_log_verifies() {
     let (lines, head) = ten();
     let r = verify(Some(&head), &[("audit.log", &text(&lines))]);
     assert!(r.intact, "{r:#?}");
-    assert_eq!((r.entries, r.first_id, r.last_id, r.unanchored), (10, Some(1), Some(10), 0));
+    assert_eq!(
+        (r.entries, r.first_id, r.last_id, r.unanchored),
+        (10, Some(1), Some(10), 0)
+    );
     assert!(r.notes.is_empty(), "{r:#?}");
 }
 
@@ -107,7 +130,10 @@ fn an_intact_log_verifies() {
 fn an_empty_log_without_anchor_verifies() {
     let r = verify(None, &[]);
     assert!(r.intact, "{r:#?}");
-    let r = verify(Some(&serde_json::to_vec(&Anchor::empty()).unwrap()), &[("audit.log", b"")]);
+    let r = verify(
+        Some(&serde_json::to_vec(&Anchor::empty()).unwrap()),
+        &[("audit.log", b"")],
+    );
     assert!(r.intact, "{r:#?}");
 }
 
@@ -118,7 +144,10 @@ fn an_edited_byte_is_found_at_its_line() {
     let r = verify(Some(&head), &[("audit.log", &text(&lines))]);
     assert_eq!(kinds(&r), vec![FindingKind::Edited], "{r:#?}");
     let f = &r.findings[0];
-    assert_eq!((f.file.as_deref(), f.line, f.id), (Some("audit.log"), Some(4), Some(4)));
+    assert_eq!(
+        (f.file.as_deref(), f.line, f.id),
+        (Some("audit.log"), Some(4), Some(4))
+    );
     assert!(f.message.contains("edited"), "{}", f.message);
 }
 
@@ -139,7 +168,10 @@ fn a_deleted_line_is_missing() {
     lines.remove(4);
     let r = verify(Some(&head), &[("audit.log", &text(&lines))]);
     assert_eq!(kinds(&r), vec![FindingKind::Missing], "{r:#?}");
-    assert!(r.findings[0].message.starts_with("entry 5 missing"), "{r:#?}");
+    assert!(
+        r.findings[0].message.starts_with("entry 5 missing"),
+        "{r:#?}"
+    );
 }
 
 #[test]
@@ -149,7 +181,12 @@ fn swapped_lines_are_out_of_order() {
     let r = verify(Some(&head), &[("audit.log", &text(&lines))]);
     assert!(!r.intact);
     assert!(kinds(&r).contains(&FindingKind::Reordered), "{r:#?}");
-    assert!(r.findings.iter().all(|f| f.line.is_some_and(|l| (5..=7).contains(&l))), "{r:#?}");
+    assert!(
+        r.findings
+            .iter()
+            .all(|f| f.line.is_some_and(|l| (5..=7).contains(&l))),
+        "{r:#?}"
+    );
 }
 
 #[test]
@@ -157,7 +194,10 @@ fn a_truncated_file_is_cut_off_at_the_end() {
     let (lines, head) = ten();
     let r = verify(Some(&head), &[("audit.log", &text(&lines[..7]))]);
     assert_eq!(kinds(&r), vec![FindingKind::Truncated], "{r:#?}");
-    assert!(r.findings[0].message.contains("entries 8..10 cut off"), "{r:#?}");
+    assert!(
+        r.findings[0].message.contains("entries 8..10 cut off"),
+        "{r:#?}"
+    );
     // Emptied entirely.
     let r = verify(Some(&head), &[("audit.log", b"")]);
     assert_eq!(kinds(&r), vec![FindingKind::Truncated], "{r:#?}");
@@ -193,8 +233,8 @@ fn a_rotated_log_verifies_across_files_and_from_its_first_kept_entry() {
     let (c, hc) = chain(9, 3, &hb);
     let head = anchor(1, GENESIS, 11, &hc, 3);
     let files = [
-        ("audit.log.2", text(&a)),
-        ("audit.log.1", text(&b)),
+        ("audit.log.1", text(&a)),
+        ("audit.log.5", text(&b)),
         ("audit.log", text(&c)),
     ];
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
@@ -217,21 +257,24 @@ fn a_deleted_rotated_file_is_found() {
     // The oldest one.
     let r = verify(
         Some(&head),
-        &[("audit.log.1", &text(&b)), ("audit.log", &text(&c))],
+        &[("audit.log.5", &text(&b)), ("audit.log", &text(&c))],
     );
     assert_eq!(kinds(&r), vec![FindingKind::StartMissing], "{r:#?}");
-    assert!(r.findings[0].message.contains("entries 1..4 missing"), "{r:#?}");
+    assert!(
+        r.findings[0].message.contains("entries 1..4 missing"),
+        "{r:#?}"
+    );
     // One in the middle.
     let r = verify(
         Some(&head),
-        &[("audit.log.2", &text(&a)), ("audit.log", &text(&c))],
+        &[("audit.log.1", &text(&a)), ("audit.log", &text(&c))],
     );
     assert_eq!(kinds(&r), vec![FindingKind::Missing], "{r:#?}");
     assert_eq!(r.findings[0].file.as_deref(), Some("audit.log"));
     // The newest one.
     let r = verify(
         Some(&head),
-        &[("audit.log.2", &text(&a)), ("audit.log.1", &text(&b))],
+        &[("audit.log.1", &text(&a)), ("audit.log.5", &text(&b))],
     );
     assert_eq!(kinds(&r), vec![FindingKind::Truncated], "{r:#?}");
 }

@@ -121,8 +121,70 @@ pub fn register(
     })
 }
 
+/// Audits a message (IPC): who to whom, how many and how big; never the contents.
+fn audit_sent(
+    kernel: &Kernel,
+    caller: &Caller,
+    event_type: &str,
+    to: serde_json::Value,
+    count: usize,
+    bytes: usize,
+    r: Result<(), &WireError>,
+) {
+    if !kernel.audit.logs(clove_abi::msg::AuditCategory::Ipc) {
+        return;
+    }
+    let mut details = serde_json::json!({"to": to, "count": count, "bytes": bytes});
+    if let Err(e) = r {
+        details["code"] = serde_json::json!(e.code);
+    }
+    kernel.audit.record(
+        crate::audit::for_caller(
+            kernel,
+            caller,
+            clove_abi::msg::AuditCategory::Ipc,
+            event_type,
+        )
+        .success(r.is_ok())
+        .details(details),
+    );
+}
+
+/// The recipient a request names, for the audit.
+fn named(to: Option<AgentRef<'_>>) -> serde_json::Value {
+    match to {
+        Some(AgentRef::Id(id)) => serde_json::json!(id),
+        Some(AgentRef::Name(name)) => serde_json::json!(name),
+        None => serde_json::Value::Null,
+    }
+}
+
 /// SEND: one message; `payload_len` is what it is charged against the mailbox's byte bound.
+/// Audited (IPC, `MESSAGE_SENT`).
 pub async fn send(
+    kernel: &Kernel,
+    caller: &Caller,
+    req: SendRequest,
+    payload_len: usize,
+) -> Result<SendReply, WireError> {
+    let to = named(req.target());
+    let r = send_unaudited(kernel, caller, req, payload_len).await;
+    let to = r
+        .as_ref()
+        .map_or(to, |ok| serde_json::json!(ok.delivered_to));
+    audit_sent(
+        kernel,
+        caller,
+        "MESSAGE_SENT",
+        to,
+        1,
+        payload_len,
+        r.as_ref().map(drop),
+    );
+    r
+}
+
+async fn send_unaudited(
     kernel: &Kernel,
     caller: &Caller,
     req: SendRequest,
@@ -148,8 +210,31 @@ pub async fn send(
     })
 }
 
-/// SEND_BATCH: several messages, all or none, in order.
+/// SEND_BATCH: several messages, all or none, in order. Audited (IPC, `MESSAGE_SENT`).
 pub async fn send_batch(
+    kernel: &Kernel,
+    caller: &Caller,
+    req: SendBatchRequest,
+    payload_len: usize,
+) -> Result<SendBatchReply, WireError> {
+    let (to, count) = (named(req.target()), req.messages.len());
+    let r = send_batch_unaudited(kernel, caller, req, payload_len).await;
+    let to = r
+        .as_ref()
+        .map_or(to, |ok| serde_json::json!(ok.delivered_to));
+    audit_sent(
+        kernel,
+        caller,
+        "MESSAGE_SENT",
+        to,
+        count,
+        payload_len,
+        r.as_ref().map(drop),
+    );
+    r
+}
+
+async fn send_batch_unaudited(
     kernel: &Kernel,
     caller: &Caller,
     req: SendBatchRequest,
@@ -228,6 +313,15 @@ pub async fn broadcast(
             delivered += 1;
         }
     }
+    audit_sent(
+        kernel,
+        caller,
+        "MESSAGE_BROADCAST",
+        serde_json::json!({"delivered": delivered}),
+        1,
+        payload_len,
+        Ok(()),
+    );
     Ok(BroadcastReply {
         success: true,
         delivered_count: delivered,

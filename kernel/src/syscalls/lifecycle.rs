@@ -10,14 +10,38 @@ use clove_abi::msg::{
 use clove_abi::WireError;
 
 use crate::agents::{control, spawn, ExitReason};
+use crate::audit::{acting_for, failed_request, DecidedBy};
 use crate::kernel::{Caller, Kernel};
 
 fn target<'a>(r: Option<AgentRef<'a>>) -> Result<AgentRef<'a>, WireError> {
     r.ok_or_else(|| WireError::invalid_request("give the agent's id or name"))
 }
 
-/// SPAWN.
+/// The target of a request, for an audit entry.
+fn named(r: Option<AgentRef<'_>>) -> serde_json::Value {
+    match r {
+        Some(AgentRef::Id(id)) => serde_json::json!({ "id": id }),
+        Some(AgentRef::Name(name)) => serde_json::json!({ "name": name }),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// SPAWN. Audited as the caller's decision (AGENT_SPAWNED by the lifecycle observer, or
+/// SPAWN_FAILED).
 pub async fn spawn(
+    kernel: &Kernel,
+    caller: &Caller,
+    req: SpawnRequest,
+) -> Result<SpawnReply, WireError> {
+    let name = serde_json::json!({ "name": req.name });
+    let r = acting_for(DecidedBy::of(caller), spawn_unaudited(kernel, caller, req)).await;
+    if let Err(e) = &r {
+        failed_request(kernel, caller, "SPAWN", name, e);
+    }
+    r
+}
+
+async fn spawn_unaudited(
     kernel: &Kernel,
     caller: &Caller,
     req: SpawnRequest,
@@ -33,14 +57,28 @@ pub async fn spawn(
     spawn::spawn(kernel, caller, req).await
 }
 
-/// KILL: the reply comes once the agent has exited.
+/// KILL: the reply comes once the agent has exited. Its exit is audited as the caller's
+/// decision (or KILL_FAILED).
 pub async fn kill(
     kernel: &Kernel,
     caller: &Caller,
     req: KillRequest,
 ) -> Result<KillReply, WireError> {
+    let r = kill_unaudited(kernel, caller, &req).await;
+    if let Err(e) = &r {
+        failed_request(kernel, caller, "KILL", named(req.target()), e);
+    }
+    r
+}
+
+async fn kill_unaudited(
+    kernel: &Kernel,
+    caller: &Caller,
+    req: &KillRequest,
+) -> Result<KillReply, WireError> {
     let agent = kernel.agents.find(target(req.target())?)?;
     control::authorize(&kernel.agents, caller, &agent, "kill")?;
+    let _attributed = kernel.audit.killing(agent.id, DecidedBy::of(caller));
     control::kill(&agent, control::grace_of(&agent, kernel.config.kill_grace)).await?;
     if agent.parent.is_none() && agent.spec.restart_policy != RestartPolicy::Never {
         // The agent's final exit has its saved spec forgotten (kernel.rs, `release_on_exit`);
@@ -68,7 +106,15 @@ pub async fn pause(
 ) -> Result<PauseReply, WireError> {
     let agent = kernel.agents.find(target(req.target())?)?;
     control::authorize(&kernel.agents, caller, &agent, "pause")?;
-    control::set_paused(&kernel.agents, &agent, true).await?;
+    let done = acting_for(
+        DecidedBy::of(caller),
+        control::set_paused(&kernel.agents, &agent, true),
+    )
+    .await;
+    if let Err(e) = &done {
+        failed_request(kernel, caller, "PAUSE", named(req.target()), e);
+    }
+    done?;
     Ok(PauseReply {
         success: true,
         paused: true,
@@ -84,7 +130,15 @@ pub async fn resume(
 ) -> Result<ResumeReply, WireError> {
     let agent = kernel.agents.find(target(req.target())?)?;
     control::authorize(&kernel.agents, caller, &agent, "resume")?;
-    control::set_paused(&kernel.agents, &agent, false).await?;
+    let done = acting_for(
+        DecidedBy::of(caller),
+        control::set_paused(&kernel.agents, &agent, false),
+    )
+    .await;
+    if let Err(e) = &done {
+        failed_request(kernel, caller, "RESUME", named(req.target()), e);
+    }
+    done?;
     Ok(ResumeReply {
         success: true,
         resumed: true,

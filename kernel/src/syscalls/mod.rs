@@ -7,6 +7,7 @@
 //! Handlers are thin: decode, call the subsystem, shape the reply. Errors become wire errors in
 //! one place ([`reply`]).
 
+mod audit;
 mod events;
 mod group;
 mod ipc;
@@ -15,7 +16,7 @@ mod session;
 mod state;
 
 use clove_abi::codec::{self, Codec};
-use clove_abi::msg::Syscall;
+use clove_abi::msg::{AuditCategory, Syscall};
 use clove_abi::{Opcode, WireError};
 use serde::Serialize;
 
@@ -41,6 +42,8 @@ pub struct Response {
     pub close: bool,
     /// The request was refused by a check (`permission_denied`): why, for SYSCALL_BLOCKED.
     pub blocked: Option<String>,
+    /// The reply is an error (for the SYSCALL audit entry).
+    pub failed: bool,
 }
 
 impl Response {
@@ -49,6 +52,7 @@ impl Response {
             payload,
             close: false,
             blocked: None,
+            failed: false,
         }
     }
 }
@@ -63,9 +67,11 @@ macro_rules! typed_async {
     };
 }
 
-/// Answers one request. A refusal by a check is published as SYSCALL_BLOCKED.
+/// Answers one request. A refusal by a check is published as SYSCALL_BLOCKED and audited
+/// (SECURITY); with `log_syscalls` on, every request is audited (SYSCALL).
 pub async fn handle(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
     let opcode = req.opcode;
+    let started = std::time::Instant::now();
     let resp = dispatch(kernel, caller, req).await;
     if let Some(why) = &resp.blocked {
         kernel.events.kernel(
@@ -74,6 +80,25 @@ pub async fn handle(kernel: &Kernel, caller: &Caller, req: Request) -> Response 
                                "reason": why}),
             caller.id,
             crate::events::Audience::Everyone,
+        );
+        // The refusal is the kernel's own decision; who asked is in the details.
+        kernel.audit.record(
+            crate::audit::for_caller(kernel, caller, AuditCategory::Security, "PERMISSION_DENIED")
+                .success(false)
+                .decided_by(crate::audit::DecidedBy::Kernel)
+                .details(serde_json::json!({
+                    "opcode": clove_abi::opcode::label(opcode), "reason": why,
+                    "caller": crate::audit::DecidedBy::of(caller).to_string(),
+                    "uid": caller.uid, "pid": caller.pid})),
+        );
+    }
+    if kernel.audit.logs(AuditCategory::Syscall) {
+        kernel.audit.record(
+            crate::audit::for_caller(kernel, caller, AuditCategory::Syscall, "SYSCALL")
+                .success(!resp.failed)
+                .details(serde_json::json!({
+                    "opcode": clove_abi::opcode::label(opcode),
+                    "latency_us": u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)})),
         );
     }
     resp
@@ -97,6 +122,7 @@ pub fn cancel_safe(opcode: u8) -> bool {
                 | Opcode::GroupList
                 | Opcode::Fetch
                 | Opcode::Keys
+                | Opcode::GetAuditLog
         )
     )
 }
@@ -117,7 +143,7 @@ async fn dispatch(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
         Opcode::Exit => Response {
             payload: clove_abi::msg::GOODBYE.to_vec(),
             close: true,
-            blocked: None,
+            ..Response::keep(Vec::new())
         },
         Opcode::Hello => typed(&req, |r| session::hello(kernel, caller, r)),
         Opcode::List => typed(&req, |r| lifecycle::list(kernel, caller, r)),
@@ -157,6 +183,8 @@ async fn dispatch(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
         Opcode::Fetch => typed_async!(req, |r| state::fetch(kernel, caller, r)),
         Opcode::Delete => typed_async!(req, |r| state::delete(kernel, caller, r)),
         Opcode::Keys => typed_async!(req, |r| state::keys(kernel, caller, r)),
+        Opcode::GetAuditLog => typed_async!(req, |r| audit::get_log(kernel, caller, r)),
+        Opcode::SetAuditConfig => typed_async!(req, |r| audit::set_config(kernel, caller, r)),
         op if op.is_world_or_tunnel() => {
             error(req.codec, req.opcode, &WireError::not_supported(op))
         }
@@ -195,6 +223,7 @@ fn reply<T: Serialize>(codec: Codec, opcode: u8, result: Result<&T, &WireError>)
     match codec::encode_reply(codec, opcode, result) {
         Ok(bytes) => Response {
             blocked,
+            failed: result.is_err(),
             ..Response::keep(bytes)
         },
         Err(e) => {
@@ -209,7 +238,10 @@ pub fn error(codec: Codec, opcode: u8, err: &WireError) -> Response {
     let bytes = codec::encode_reply::<()>(codec, opcode, Err(err)).unwrap_or_else(|_| {
         br#"{"success":false,"error":"internal: cannot encode error","code":"internal"}"#.to_vec()
     });
-    Response::keep(bytes)
+    Response {
+        failed: true,
+        ..Response::keep(bytes)
+    }
 }
 
 macro_rules! validators {
@@ -259,6 +291,8 @@ pub const IMPLEMENTED: &[Opcode] = &[
     Opcode::Fetch,
     Opcode::Delete,
     Opcode::Keys,
+    Opcode::GetAuditLog,
+    Opcode::SetAuditConfig,
     Opcode::Hello,
     Opcode::Exit,
 ];

@@ -29,6 +29,7 @@ pub fn hello(
             ipc: true,
             state: true,
             events: true,
+            audit: true,
             ..Features::default()
         },
     })
