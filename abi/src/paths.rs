@@ -20,6 +20,19 @@ pub fn default_socket(uid: u32, xdg_runtime_dir: Option<&Path>) -> PathBuf {
     }
 }
 
+/// The kernel's default state dir: `/var/lib/clove` for root, else
+/// `$XDG_STATE_HOME/clove`, else `$HOME/.local/state/clove`, else `/tmp/clove-<uid>/state`.
+pub fn default_state_dir(uid: u32, xdg_state_home: Option<&Path>, home: Option<&Path>) -> PathBuf {
+    if uid == 0 {
+        return PathBuf::from("/var/lib/clove");
+    }
+    match (xdg_state_home, home) {
+        (Some(s), _) => s.join("clove"),
+        (None, Some(h)) => h.join(".local/state/clove"),
+        (None, None) => PathBuf::from(format!("/tmp/clove-{uid}/state")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -266,14 +266,7 @@ impl Host {
     }
 
     fn default_state_dir(&self) -> PathBuf {
-        if self.uid == 0 {
-            return PathBuf::from("/var/lib/clove");
-        }
-        match (&self.state_home, &self.home) {
-            (Some(s), _) => s.join("clove"),
-            (None, Some(h)) => h.join(".local/state/clove"),
-            (None, None) => PathBuf::from(format!("/tmp/clove-{}/state", self.uid)),
-        }
+        paths::default_state_dir(self.uid, self.state_home.as_deref(), self.home.as_deref())
     }
 }
 

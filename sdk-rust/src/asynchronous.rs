@@ -102,6 +102,8 @@ impl AsyncClient {
 
     crate::coop::coop_methods!(async; .await);
 
+    crate::audit::audit_methods!(async; .await);
+
     /// Queues a typed request without writing it (see [`AsyncClient::flush`]).
     pub fn send<R: Syscall>(&mut self, req: &R) -> Result<(), Error> {
         self.conn.queue(req)

@@ -61,6 +61,9 @@
 //! [`Client::emit`]) and the key-value store ([`Client::store`], [`Client::fetch`],
 //! [`Client::delete`], [`Client::keys`]).
 //!
+//! The audit log: [`Client::get_audit_log`], [`Client::set_audit_config`], and
+//! [`audit::verify_dir`], which checks a log directory offline (no kernel needed).
+//!
 //! The async client has the same methods as `async fn`s:
 //!
 //! ```no_run
@@ -78,6 +81,7 @@
 mod agents;
 #[cfg(feature = "async")]
 mod asynchronous;
+pub mod audit;
 mod blocking;
 mod coop;
 mod error;
@@ -91,4 +95,6 @@ pub use error::{Error, ProtocolError};
 pub use socket::{resolve_socket, resolve_socket_in, SocketEnv, SOCKET_ENV};
 pub use wire::{RawReply, DEFAULT_MAX_REPLY};
 
-pub use clove_abi::{msg, paths, Codec, ErrorCode, FrameHeader, Json, Opcode, Syscall, WireError};
+pub use clove_abi::{
+    auditlog, msg, paths, Codec, ErrorCode, FrameHeader, Json, Opcode, Syscall, WireError,
+};

@@ -87,7 +87,7 @@ pub async fn handle(kernel: &Kernel, caller: &Caller, req: Request) -> Response 
                 .success(false)
                 .decided_by(crate::audit::DecidedBy::Kernel)
                 .details(serde_json::json!({
-                    "opcode": clove_abi::opcode::label(opcode), "reason": why,
+                    "opcode": opcode_name(opcode), "reason": why,
                     "caller": crate::audit::DecidedBy::of(caller).to_string(),
                     "uid": caller.uid, "pid": caller.pid})),
         );
@@ -97,11 +97,16 @@ pub async fn handle(kernel: &Kernel, caller: &Caller, req: Request) -> Response 
             crate::audit::for_caller(kernel, caller, AuditCategory::Syscall, "SYSCALL")
                 .success(!resp.failed)
                 .details(serde_json::json!({
-                    "opcode": clove_abi::opcode::label(opcode),
+                    "opcode": opcode_name(opcode),
                     "latency_us": u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)})),
         );
     }
     resp
+}
+
+/// An opcode's name for the audit (`KILL`; an unassigned byte as `0x13`).
+fn opcode_name(opcode: u8) -> String {
+    Opcode::from_u8(opcode).map_or_else(|| format!("0x{opcode:02X}"), |o| o.name().to_owned())
 }
 
 /// Whether a request of this opcode may be dropped halfway when its client goes away: it

@@ -9,6 +9,8 @@
 // other binaries.
 #[path = "clove/agents.rs"]
 mod agents;
+#[path = "clove/audit.rs"]
+mod audit;
 #[path = "clove/coop.rs"]
 mod coop;
 #[path = "clove/demo.rs"]
@@ -51,6 +53,8 @@ Examples:
   clove events -f                      print kernel and agent events as they happen
   clove demo all                       attack the sandbox, print what held
   clove demo supervisor                crash-prone workers in supervisor groups, judged
+  clove audit log --category security  the audit log (GET_AUDIT_LOG)
+  clove audit verify                   check the audit log's hash chain offline
 
 Agents are named by name or id (digits mean an id).
 
@@ -61,7 +65,7 @@ Start a kernel with `clove-kernel`.
 Exit status: 0 ok, 1 the kernel answered an error, 2 usage error, 3 cannot connect;
 `clove wait`: the agent's exit code, 128+signal when killed, 124 on timeout;
 `clove demo`: 1 when an attack escaped or could not be judged, or (supervisor) a
-scenario was UNEXPECTED.";
+scenario was UNEXPECTED; `clove audit verify`: 1 when the log is not intact.";
 
 /// The reply timeout when --timeout is not given.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -217,6 +221,9 @@ enum Command {
     /// Supervisor groups: create, list, stop (GROUP_CREATE, GROUP_LIST, GROUP_STOP)
     #[command(subcommand)]
     Group(group::GroupCmd),
+    /// The audit log: verify it offline, print its head, read it, configure it
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
     /// Attack the sandbox with adversarial agents and report what held; or watch supervisor
     /// groups restart crash-prone workers (`supervisor`) (see --list)
     #[command(
@@ -363,6 +370,12 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         // Usage errors before "cannot connect".
         demo::check(args)?;
     }
+    // `audit verify` and `audit head` read the files: no kernel needed.
+    if let Command::Audit(cmd) = &cli.command {
+        if cmd.offline() {
+            return audit::run_offline(&mut out, cli.json, cmd);
+        }
+    }
     let mut client = Client::connect(cli.socket.as_deref())?.with_codec(cli.codec.into());
     client.set_timeout(Some(cli.timeout.unwrap_or(DEFAULT_TIMEOUT)))?;
     let json = cli.json;
@@ -396,6 +409,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Command::Group(cmd) => group::run(c, &mut out, json, cmd),
         Command::Demo(args) => demo::run(c, &mut out, json, args),
+        Command::Audit(cmd) => audit::run(c, &mut out, json, cmd),
     }
 }
 
