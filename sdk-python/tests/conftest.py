@@ -336,8 +336,6 @@ NOT_IMPLEMENTED = [
     ("get_agent_metrics", (), SyscallOp.SYS_METRICS_AGENT, {}),
     ("get_all_agent_metrics", (), SyscallOp.SYS_METRICS_ALL_AGENTS, {}),
     ("get_cgroup_metrics", (), SyscallOp.SYS_METRICS_CGROUP, {}),
-    ("get_audit_log", (), SyscallOp.SYS_GET_AUDIT_LOG, {}),
-    ("set_audit_config", (), SyscallOp.SYS_SET_AUDIT_CONFIG, {}),
     ("start_recording", (), SyscallOp.SYS_RECORD_START, {}),
     ("stop_recording", (), SyscallOp.SYS_RECORD_STOP, {}),
     ("get_recording_status", (), SyscallOp.SYS_RECORD_STATUS, {}),

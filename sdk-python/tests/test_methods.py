@@ -23,7 +23,8 @@ from clove_sdk.errors import (
 from conftest import NOT_IMPLEMENTED, SLEEPER, opname
 
 #: The opcodes this kernel implements today (HELLO's features.opcodes lists them).
-IMPLEMENTED = {"NOOP", "SPAWN", "KILL", "LIST", "PAUSE", "RESUME", "WAIT", "LOGS", "HELLO", "EXIT"}
+IMPLEMENTED = {"NOOP", "SPAWN", "KILL", "LIST", "PAUSE", "RESUME", "WAIT", "LOGS", "HELLO", "EXIT",
+               "GET_AUDIT_LOG", "SET_AUDIT_CONFIG"}
 
 
 # ---- hello, echo, noop -----------------------------------------------------------------------
@@ -552,6 +553,60 @@ def test_logs_wait_for_new_output(client, agents):
     agents.wait_output(r["id"], "late\n")
     again = client.logs(agent_id=r["id"], offset=5, wait=0.3)
     assert again["text"] == "" and again["next_offset"] == 5
+
+
+# ---- audit -----------------------------------------------------------------------------------
+
+AUDIT_KEYS = ["id", "timestamp", "category", "event_type", "agent_id", "agent_name", "success",
+              "details", "hash", "decided_by"]
+
+
+def test_get_audit_log(client, agents):
+    a = agents.spawn(via=client)
+    assert client.kill(agent_id=a["id"]) is True
+    client.wait(agent_id=a["id"], timeout=10)
+    r = client.get_audit_log(agent_id=a["id"], limit=50)
+    assert list(r) == ["success", "count", "entries"] and r["success"] is True
+    assert r["count"] == len(r["entries"]) >= 2
+    for e in r["entries"]:
+        # The original's keys in its order, plus our hash and decided_by.
+        assert [k for k in e if k != "agent_name"] == [k for k in AUDIT_KEYS if k != "agent_name"], e
+        assert e["agent_id"] == a["id"] and e["agent_name"] == a["name"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", e["timestamp"]), e
+        assert re.fullmatch(r"[0-9a-f]{64}", e["hash"]), e
+    kinds = [(e["event_type"], e["decided_by"]) for e in r["entries"]]
+    assert ("AGENT_SPAWNED", "operator:0") in kinds, kinds
+    assert ("AGENT_EXITED", "operator:0") in kinds, kinds
+    ids = [e["id"] for e in r["entries"]]
+    assert ids == sorted(ids)
+    # Polling after the last one: nothing new about that agent.
+    again = client.get_audit_log(agent_id=a["id"], since_id=ids[-1])
+    assert again["count"] == 0 and again["entries"] == []
+    # By category.
+    life = client.get_audit_log(category="agent_lifecycle", limit=5)
+    assert life["success"] is True and 0 < life["count"] <= 5
+    assert {e["category"] for e in life["entries"]} == {"AGENT_LIFECYCLE"}
+    bad = client.get_audit_log(category="nope")
+    assert bad["success"] is False and bad["code"] == "invalid_request", bad
+
+
+def test_set_audit_config(client):
+    r = client.set_audit_config(log_syscalls=True)
+    try:
+        assert r["success"] is True, r
+        c = r["config"]
+        assert set(c) == {"max_entries", "log_syscalls", "log_security", "log_lifecycle", "log_ipc",
+                          "log_state", "log_resource", "log_network", "log_world"}
+        assert c["log_syscalls"] is True and c["log_lifecycle"] is True and c["max_entries"] == 10000
+        assert client.echo("audited") == "audited"
+        log = client.get_audit_log(category="SYSCALL", limit=10000)["entries"]
+        assert any(e["details"]["opcode"] == "NOOP" and e["decided_by"] == "operator:0" for e in log), log
+        changes = client.get_audit_log(category="SECURITY", limit=10000)["entries"]
+        assert any(e["event_type"] == "AUDIT_CONFIG_CHANGED" for e in changes), changes
+        bad = client.set_audit_config(max_entries=0)
+        assert bad["success"] is False and bad["code"] == "invalid_request", bad
+    finally:
+        assert client.set_audit_config(log_syscalls=False)["config"]["log_syscalls"] is False
 
 
 # ---- not implemented yet ---------------------------------------------------------------------
