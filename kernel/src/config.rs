@@ -554,6 +554,27 @@ mod tests {
     }
 
     #[test]
+    fn audit_rotation_has_defaults_and_bounds() {
+        let c = load(&flags(&["--config", "/dev/null"]), &host(0)).unwrap();
+        assert_eq!((c.audit_max_file_bytes, c.audit_keep_files), (16 << 20, 8));
+        let c = load(
+            &flags(&["--config", "/dev/null", "--audit-keep-files", "3"]),
+            &host(0),
+        )
+        .unwrap();
+        assert_eq!(c.audit_keep_files, 3);
+        for bad in [
+            ["--audit-keep-files", "1"],
+            ["--audit-max-file-bytes", "1000"],
+        ] {
+            let mut args = vec!["--config", "/dev/null"];
+            args.extend_from_slice(&bad);
+            let e = load(&flags(&args), &host(0)).unwrap_err().to_string();
+            assert!(e.starts_with(&bad[0][2..].replace('-', "_")), "{e}");
+        }
+    }
+
+    #[test]
     fn limits_are_validated() {
         let e = load(
             &flags(&["--config", "/dev/null", "--max-frame", "0"]),

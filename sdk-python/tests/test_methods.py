@@ -649,7 +649,7 @@ def test_not_implemented_list_covers_every_unimplemented_method():
         "hello", "echo", "noop", "spawn", "kill", "list_agents", "pause", "resume", "wait", "logs",
         "exit", "connect", "disconnect", "send", "recv", "call",
         "group_create", "group_list", "group_stop", "get_permissions", "set_permissions",
-        "read_file", "write_file", "exec",
+        "read_file", "write_file", "exec", "get_audit_log", "set_audit_config",
         # test_ipc_events.py
         "register_name", "send_message", "send_messages", "recv_messages", "broadcast",
         "store", "fetch", "delete_key", "list_keys", "subscribe", "unsubscribe", "poll_events",
