@@ -190,6 +190,18 @@ pub async fn set(
         agent.id,
         agent.name
     );
+    kernel.audit.record(
+        crate::audit::for_caller(
+            kernel,
+            caller,
+            clove_abi::msg::AuditCategory::Security,
+            "PERMISSIONS_SET",
+        )
+        .details(
+            serde_json::json!({"agent_id": agent.id, "agent_name": agent.name,
+            "level": new.level().map(|l| l.as_str()), "permissions": new}),
+        ),
+    );
     if let Some(saved) = saved_spec(&agent, &new) {
         kernel.state.save_agent(&saved).await?;
         if kernel.agents.get(agent.id).is_none() {

@@ -108,6 +108,29 @@ fn an_agent_cannot_raise_itself_and_a_child_cannot_exceed_its_parent() {
     let own = op.call(GET_PERMS, json!({})).unwrap();
     assert_eq!(own["level"], "unrestricted", "{own}");
 
+    // Permission changes are audited, with who decided.
+    let log = op
+        .call(0x76, json!({"category": "SECURITY", "limit": 1000}))
+        .unwrap();
+    let sets: Vec<&Value> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "PERMISSIONS_SET")
+        .collect();
+    assert!(
+        sets.iter().any(|e| e["decided_by"] == "operator:0"
+            && e["details"]["agent_id"] == parent.id
+            && e["details"]["level"] == "standard"),
+        "{sets:#?}"
+    );
+    assert!(
+        sets.iter()
+            .any(|e| e["decided_by"] == format!("agent:{kid_id}")
+                && e["details"]["level"] == "minimal"),
+        "{sets:#?}"
+    );
+
     // Six refusals, six SYSCALL_BLOCKED events.
     let mut all = Vec::new();
     gather_events(&mut blocked, &mut all, Duration::from_secs(10), |evs| {

@@ -158,9 +158,30 @@ async fn dispatch(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
         Opcode::Resume => typed_async!(req, |r| lifecycle::resume(kernel, caller, r)),
         Opcode::Wait => typed_async!(req, |r| lifecycle::wait(kernel, caller, r)),
         Opcode::Logs => typed_async!(req, |r| lifecycle::logs(kernel, caller, r)),
-        Opcode::Exec => typed_async!(req, |r| crate::host::exec::exec(kernel, caller, r)),
-        Opcode::Read => typed_async!(req, |r| crate::host::files::read(kernel, caller, r)),
-        Opcode::Write => typed_async!(req, |r| crate::host::files::write(kernel, caller, r)),
+        Opcode::Exec => typed_async!(req, |r: clove_abi::msg::ExecRequest| async move {
+            let details = serde_json::json!({"command": r.command, "argv": r.argv, "cwd": r.cwd});
+            let result = crate::host::exec::exec(kernel, caller, r).await;
+            let mut details = details;
+            if let Ok(reply) = &result {
+                details["exit_code"] = reply.exit_code.into();
+                details["timed_out"] = reply.timed_out.unwrap_or(false).into();
+            }
+            crate::host::audit(kernel, caller, "EXEC", details, &result);
+            result
+        }),
+        Opcode::Read => typed_async!(req, |r: clove_abi::msg::ReadRequest| async move {
+            let details = serde_json::json!({"path": r.path, "offset": r.offset, "limit": r.limit});
+            let result = crate::host::files::read(kernel, caller, r).await;
+            crate::host::audit(kernel, caller, "FILE_READ", details, &result);
+            result
+        }),
+        Opcode::Write => typed_async!(req, |r: clove_abi::msg::WriteRequest| async move {
+            let details = serde_json::json!({"path": r.path, "mode": r.mode.as_str(),
+                "bytes": r.content.len(), "create_dirs": r.create_dirs});
+            let result = crate::host::files::write(kernel, caller, r).await;
+            crate::host::audit(kernel, caller, "FILE_WRITE", details, &result);
+            result
+        }),
         Opcode::GetPerms => typed(&req, |r| crate::perms::get(kernel, caller, r)),
         Opcode::SetPerms => typed_async!(req, |r| crate::perms::set(kernel, caller, r)),
         Opcode::GroupCreate => typed_async!(req, |r| group::create(kernel, caller, r)),
