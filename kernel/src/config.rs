@@ -3,6 +3,8 @@
 //! environment variables and command-line flags; then validated. Nothing reads configuration
 //! anywhere else, so what `--print-config` shows is what runs.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,6 +12,8 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 
 use clove_abi::paths;
+
+use crate::host::http::Cidr;
 
 /// The system-wide config file, read when present and no `--config` is given.
 pub const SYSTEM_CONFIG: &str = "/etc/clove/clove.toml";
@@ -120,6 +124,42 @@ pub struct Flags {
     /// [default: 8]
     #[arg(long, env = "CLOVE_AUDIT_KEEP_FILES", value_name = "N")]
     pub audit_keep_files: Option<u32>,
+    // HTTP and async results (kernel/src/host/http.rs, kernel/src/asyncs.rs).
+    /// Address ranges HTTP may reach although they are loopback, link-local, private or
+    /// otherwise special, as CIDRs (`127.0.0.1/32`); repeat or separate with commas
+    /// [default: none]
+    #[arg(
+        long,
+        env = "CLOVE_HTTP_ALLOW_PRIVATE",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub http_allow_private: Option<Vec<String>>,
+
+    /// Fixed answers for host names, used before the system resolver (a testing and
+    /// operations override; the address policy still applies): NAME=IP; repeat or separate
+    /// with commas [default: none]
+    #[arg(
+        long,
+        env = "CLOVE_HTTP_RESOLVE",
+        value_name = "NAME=IP",
+        value_delimiter = ','
+    )]
+    pub http_resolve: Option<Vec<String>>,
+
+    /// Largest HTTP response body, in bytes; a larger one is a `limit_exceeded` error
+    /// [default: 10485760, 10 MiB]
+    #[arg(long, env = "CLOVE_HTTP_MAX_RESPONSE", value_name = "BYTES")]
+    pub http_max_response: Option<u64>,
+
+    /// Longest an HTTP request may take, whatever its `timeout` asks [default: 300]
+    #[arg(long, env = "CLOVE_HTTP_MAX_TIMEOUT_SECS", value_name = "SECS")]
+    pub http_max_timeout_secs: Option<u64>,
+
+    /// Most async requests (in flight plus results not yet taken by ASYNC_POLL) per caller;
+    /// beyond it an async request answers `limit_exceeded` [default: 256]
+    #[arg(long, env = "CLOVE_ASYNC_RESULTS", value_name = "N")]
+    pub async_results: Option<usize>,
 
     /// Print the effective configuration as TOML and exit
     #[arg(long)]
@@ -167,6 +207,20 @@ struct FileConfig {
     state_max_bytes: Option<u64>,
     audit_max_file_bytes: Option<u64>,
     audit_keep_files: Option<u32>,
+    // HTTP and async results.
+    http_allow_private: Option<Vec<String>>,
+    http_resolve: Option<BTreeMap<String, OneOrMany>>,
+    http_max_response: Option<u64>,
+    http_max_timeout_secs: Option<u64>,
+    async_results: Option<usize>,
+}
+
+/// `http_resolve` values in the file: one address or a list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// The effective, validated configuration.
@@ -214,6 +268,17 @@ pub struct Config {
     pub audit_max_file_bytes: u64,
     /// Audit log files kept, the live one included.
     pub audit_keep_files: u32,
+    /// HTTP: special address ranges allowed after all.
+    pub http_allow_private: Vec<Cidr>,
+    /// HTTP: fixed answers for host names, before the system resolver.
+    pub http_resolve: BTreeMap<String, Vec<IpAddr>>,
+    /// HTTP: largest response body in bytes.
+    pub http_max_response: u64,
+    /// HTTP: longest a request may take.
+    #[serde(rename = "http_max_timeout_secs", serialize_with = "ser_secs")]
+    pub http_max_timeout: Duration,
+    /// Most async requests in flight plus results waiting, per caller.
+    pub async_results: usize,
 }
 
 fn ser_compat<S: serde::Serializer>(v: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
@@ -366,9 +431,82 @@ pub fn load(flags: &Flags, host: &Host) -> Result<Config, ConfigError> {
             .audit_keep_files
             .or(file.audit_keep_files)
             .unwrap_or(8),
+        http_allow_private: flags
+            .http_allow_private
+            .clone()
+            .or(file.http_allow_private)
+            .unwrap_or_default()
+            .iter()
+            .map(|c| Cidr::parse(c).map_err(|e| ConfigError(format!("http_allow_private: {e}"))))
+            .collect::<Result<_, _>>()?,
+        http_resolve: match &flags.http_resolve {
+            Some(pairs) => resolve_flags(pairs)?,
+            None => resolve_file(file.http_resolve.unwrap_or_default())?,
+        },
+        http_max_response: flags
+            .http_max_response
+            .or(file.http_max_response)
+            .unwrap_or(10 << 20),
+        http_max_timeout: Duration::from_secs(
+            flags
+                .http_max_timeout_secs
+                .or(file.http_max_timeout_secs)
+                .unwrap_or(300),
+        ),
+        async_results: flags.async_results.or(file.async_results).unwrap_or(256),
     };
     config.validate()?;
     Ok(config)
+}
+
+/// `http_resolve` from flags: `NAME=IP` pairs; a name given twice gets every address.
+fn resolve_flags(pairs: &[String]) -> Result<BTreeMap<String, Vec<IpAddr>>, ConfigError> {
+    let mut map: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    for pair in pairs.iter().filter(|p| !p.trim().is_empty()) {
+        let (name, ip) = pair
+            .split_once('=')
+            .ok_or_else(|| ConfigError(format!("http_resolve {pair:?}: expected NAME=IP")))?;
+        map.entry(resolve_name(name)?)
+            .or_default()
+            .push(resolve_ip(name, ip)?);
+    }
+    Ok(map)
+}
+
+/// `http_resolve` from the file: a table of name to address or list of addresses.
+fn resolve_file(
+    table: BTreeMap<String, OneOrMany>,
+) -> Result<BTreeMap<String, Vec<IpAddr>>, ConfigError> {
+    let mut map: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    for (name, ips) in table {
+        let ips = match ips {
+            OneOrMany::One(ip) => vec![ip],
+            OneOrMany::Many(ips) => ips,
+        };
+        let addrs = ips
+            .iter()
+            .map(|ip| resolve_ip(&name, ip))
+            .collect::<Result<Vec<_>, _>>()?;
+        map.entry(resolve_name(&name)?).or_default().extend(addrs);
+    }
+    Ok(map)
+}
+
+fn resolve_name(name: &str) -> Result<String, ConfigError> {
+    let name = crate::host::http::normalize_host(name);
+    if name.is_empty() {
+        return Err(ConfigError("http_resolve: an empty host name".into()));
+    }
+    Ok(name)
+}
+
+fn resolve_ip(name: &str, ip: &str) -> Result<IpAddr, ConfigError> {
+    ip.trim().parse().map_err(|e| {
+        ConfigError(format!(
+            "http_resolve {:?}: {ip:?} is not an IP address: {e}",
+            name.trim()
+        ))
+    })
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -469,6 +607,15 @@ impl Config {
                 "audit_keep_files {}: at least 2 (the live file and one rotated)",
                 self.audit_keep_files
             ));
+        }
+        if self.http_max_response == 0 {
+            return bad("http_max_response: must be at least 1".into());
+        }
+        if self.http_max_timeout.is_zero() {
+            return bad("http_max_timeout_secs: must be at least 1".into());
+        }
+        if self.async_results == 0 {
+            return bad("async_results: must be at least 1".into());
         }
         if self.kill_grace > Duration::from_secs(600) {
             return bad(format!(
@@ -587,5 +734,61 @@ mod tests {
             &host(0),
         );
         assert!(e.unwrap_err().to_string().contains("Unix socket path"));
+    }
+
+    #[test]
+    fn http_and_async_keys_from_file_env_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "http_allow_private = [\"127.0.0.1\", \"10.1.2.3/16\"]\n\
+             http_max_response = 5\nasync_results = 3\n\
+             [http_resolve]\n\"Name.Test.\" = \"10.0.0.1\"\n\"two.test\" = [\"::1\", \"10.0.0.2\"]\n",
+        )
+        .unwrap();
+        let f = flags(&["--config", file.to_str().unwrap()]);
+        let c = load(&f, &host(0)).unwrap();
+        let cidrs: Vec<String> = c.http_allow_private.iter().map(|c| c.to_string()).collect();
+        assert_eq!(cidrs, ["127.0.0.1/32", "10.1.0.0/16"]);
+        assert_eq!(
+            c.http_resolve["name.test"],
+            vec!["10.0.0.1".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(c.http_resolve["two.test"].len(), 2);
+        assert_eq!((c.http_max_response, c.async_results), (5, 3));
+        assert_eq!(c.http_max_timeout, Duration::from_secs(300));
+        assert!(c
+            .to_toml()
+            .contains("http_allow_private = [\"127.0.0.1/32\", \"10.1.0.0/16\"]"));
+
+        let f = flags(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--http-resolve",
+            "a.test=10.0.0.1,a.test=10.0.0.3",
+            "--http-allow-private",
+            "::1/128",
+        ]);
+        let c = load(&f, &host(0)).unwrap();
+        assert_eq!(c.http_resolve.len(), 1);
+        assert_eq!(c.http_resolve["a.test"].len(), 2);
+        assert_eq!(c.http_allow_private.len(), 1);
+
+        for (args, says) in [
+            (
+                &["--http-allow-private", "10.0.0.0/40"][..],
+                "http_allow_private",
+            ),
+            (&["--http-resolve", "a.test"], "NAME=IP"),
+            (&["--http-resolve", "a.test=nope"], "not an IP address"),
+            (&["--async-results", "0"], "async_results"),
+            (&["--http-max-response", "0"], "http_max_response"),
+        ] {
+            let mut all = vec!["--config", "/dev/null"];
+            all.extend_from_slice(args);
+            let e = load(&flags(&all), &host(0)).unwrap_err().to_string();
+            assert!(e.contains(says), "{args:?}: {e}");
+        }
     }
 }

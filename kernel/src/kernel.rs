@@ -8,9 +8,11 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::{Agents, Host, LifecycleEvent, Observer};
+use crate::asyncs::Asyncs;
 use crate::audit::Audit;
 use crate::config::Config;
 use crate::events::{Audience, Events};
+use crate::host::http::{Http, HttpSettings};
 use crate::ids::IdSpace;
 use crate::ipc::{Ipc, MailboxLimits};
 use crate::server::Listeners;
@@ -42,6 +44,10 @@ pub struct Kernel {
     /// The server's shared accept machinery, set once serving starts (agents' sockets join
     /// it).
     pub listeners: OnceLock<Listeners>,
+    /// HTTP for callers, behind the address policy.
+    pub http: Arc<Http>,
+    /// Async requests and their results, per caller (ASYNC_POLL).
+    pub asyncs: Arc<Asyncs>,
 }
 
 impl Kernel {
@@ -73,10 +79,19 @@ impl Kernel {
         let audit = Arc::new(Audit::open(state_dir, crate::audit::limits_of(&config))?);
         // The audit observer looks owners up in the table it observes: set once it exists.
         let table: Arc<OnceLock<Weak<Agents>>> = Arc::new(OnceLock::new());
+        let stopping = CancellationToken::new();
+        let http = Arc::new(Http::new(&HttpSettings {
+            allow_private: config.http_allow_private.clone(),
+            resolve: config.http_resolve.clone(),
+            max_response: config.http_max_response,
+            max_timeout: config.http_max_timeout,
+        })?);
+        let asyncs = Asyncs::new(config.async_results, stopping.clone());
         let observers: Vec<Observer> = vec![
             publish_lifecycle(Arc::clone(&events)),
             crate::audit::observer(Arc::clone(&audit), Arc::clone(&table)),
             release_on_exit(Arc::clone(&ipc), Arc::clone(&events), Arc::clone(&state)),
+            release_asyncs_on_exit(Arc::clone(&asyncs)),
         ];
         let agents = Arc::new(Agents::new(host, observers));
         let _ = table.set(Arc::downgrade(&agents));
@@ -89,8 +104,10 @@ impl Kernel {
             state,
             audit,
             ids,
-            stopping: CancellationToken::new(),
+            stopping,
             listeners: OnceLock::new(),
+            http,
+            asyncs,
         })
     }
 
@@ -389,6 +406,21 @@ fn release_on_exit(ipc: Arc<Ipc>, events: Arc<Events>, state: Arc<StateStore>) -
                     );
                 }
             });
+        }
+    })
+}
+
+/// An agent's async requests and results go when it exits for good (a restarted agent keeps
+/// them, like its mailbox); its work still in flight is cancelled.
+fn release_asyncs_on_exit(asyncs: Arc<Asyncs>) -> Observer {
+    Box::new(move |event| {
+        if let LifecycleEvent::Exited {
+            id,
+            restarting: false,
+            ..
+        } = event
+        {
+            asyncs.release(*id);
         }
     })
 }

@@ -5,6 +5,7 @@
 //! fails while running.
 
 mod agents;
+mod asyncs;
 mod audit;
 mod config;
 mod events;

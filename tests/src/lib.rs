@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod http_server;
+
 /// Path of the `clove-kernel` binary of this workspace, built once per process if needed.
 ///
 /// The binary lives in the same target dir as the running test or bench executable
@@ -90,6 +92,10 @@ pub struct KernelOpts {
     pub state_dir: Option<PathBuf>,
     /// Capture stderr (readable with [`Kernel::stop_and_collect`]) instead of inheriting it.
     pub capture_stderr: bool,
+    /// Run the kernel in a network namespace of its own with only `lo`, up (root only): then
+    /// nothing the kernel sends can leave the machine, whatever it tries. The socket and
+    /// state dir stay on the shared filesystem, so the test talks to it as usual.
+    pub own_netns: bool,
 }
 
 impl Kernel {
@@ -126,6 +132,19 @@ impl Kernel {
         }
         if opts.capture_stderr {
             cmd.stderr(Stdio::piped());
+        }
+        if opts.own_netns {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: between fork and exec the closure makes only async-signal-safe system
+            // calls (unshare, socket, ioctl, close) on stack memory.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    loopback_up()
+                });
+            }
         }
         let child = cmd.spawn().context("spawn clove-kernel")?;
         let mut k = Kernel {
@@ -210,6 +229,76 @@ impl Kernel {
             ..KernelOpts::default()
         })
     }
+}
+
+/// Sets `lo` up in the calling thread's network namespace: two ioctls on a datagram socket
+/// (async-signal-safe, for a `pre_exec`).
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: socket(2); checked, and closed on every path below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: an all-zero ifreq is valid; the name is copied in below, NUL-terminated.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS fills the flags of the request we own; then SIOCSIFFLAGS reads it.
+    let result = unsafe {
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        }
+    };
+    // SAFETY: closing the socket opened above.
+    unsafe { libc::close(fd) };
+    result
+}
+
+/// Checks that process `pid` lives in a network namespace other than ours whose only
+/// interface is `lo` and which has no route off the machine: no IPv4 route in the main
+/// table, and IPv6 routes through `lo` only. Returns what was read, for messages.
+pub fn netns_only_loopback(pid: u32) -> Result<String> {
+    let ours = std::fs::read_link("/proc/self/ns/net")?;
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net"))?;
+    if ours == theirs {
+        bail!(
+            "process {pid} shares our network namespace {}",
+            ours.display()
+        );
+    }
+    let dev = std::fs::read_to_string(format!("/proc/{pid}/net/dev"))?;
+    let ifaces: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    if ifaces != ["lo"] {
+        bail!("interfaces in the namespace of {pid}: {ifaces:?}");
+    }
+    let route = std::fs::read_to_string(format!("/proc/{pid}/net/route"))?;
+    if route.lines().skip(1).any(|l| !l.trim().is_empty()) {
+        bail!("IPv4 routes in the namespace of {pid}:\n{route}");
+    }
+    // No IPv6 at all is fine too.
+    let route6 = std::fs::read_to_string(format!("/proc/{pid}/net/ipv6_route")).unwrap_or_default();
+    if let Some(l) = route6
+        .lines()
+        .find(|l| l.split_whitespace().last().is_some_and(|dev| dev != "lo"))
+    {
+        bail!("an IPv6 route not through lo in the namespace of {pid}: {l}");
+    }
+    Ok(format!(
+        "interfaces {ifaces:?}; IPv4 routes: none; IPv6 routes:\n{route6}"
+    ))
 }
 
 /// Whether process `pid` has a handler installed for `sig` (its `SigCgt` mask in

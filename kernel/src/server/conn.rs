@@ -147,6 +147,7 @@ pub async fn serve(
         // finds its names free (the original kept them forever).
         kernel.ipc.release(caller.id);
         kernel.events.forget(caller.id);
+        kernel.asyncs.release(caller.id);
     }
     tracing::debug!(conn = caller.id, "connection closed: {end}");
 }

@@ -7,9 +7,11 @@
 //! Handlers are thin: decode, call the subsystem, shape the reply. Errors become wire errors in
 //! one place ([`reply`]).
 
+mod asyncs;
 mod audit;
 mod events;
 mod group;
+mod http;
 mod ipc;
 mod lifecycle;
 mod session;
@@ -128,6 +130,11 @@ pub fn cancel_safe(opcode: u8) -> bool {
                 | Opcode::Fetch
                 | Opcode::Keys
                 | Opcode::GetAuditLog
+                | Opcode::AsyncPoll
+                // Changes nothing in the kernel; a request to a slow server is not worth
+                // finishing for a client that has gone (async ones are queued before any
+                // await, and cancelled with their caller's release).
+                | Opcode::Http
         )
     )
 }
@@ -166,20 +173,41 @@ async fn dispatch(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
                 details["exit_code"] = reply.exit_code.into();
                 details["timed_out"] = reply.timed_out.unwrap_or(false).into();
             }
-            crate::host::audit(kernel, caller, "EXEC", details, &result);
+            crate::host::audit(
+                kernel,
+                caller,
+                clove_abi::msg::AuditCategory::Security,
+                "EXEC",
+                details,
+                &result,
+            );
             result
         }),
         Opcode::Read => typed_async!(req, |r: clove_abi::msg::ReadRequest| async move {
             let details = serde_json::json!({"path": r.path, "offset": r.offset, "limit": r.limit});
             let result = crate::host::files::read(kernel, caller, r).await;
-            crate::host::audit(kernel, caller, "FILE_READ", details, &result);
+            crate::host::audit(
+                kernel,
+                caller,
+                clove_abi::msg::AuditCategory::Security,
+                "FILE_READ",
+                details,
+                &result,
+            );
             result
         }),
         Opcode::Write => typed_async!(req, |r: clove_abi::msg::WriteRequest| async move {
             let details = serde_json::json!({"path": r.path, "mode": r.mode.as_str(),
                 "bytes": r.content.len(), "create_dirs": r.create_dirs});
             let result = crate::host::files::write(kernel, caller, r).await;
-            crate::host::audit(kernel, caller, "FILE_WRITE", details, &result);
+            crate::host::audit(
+                kernel,
+                caller,
+                clove_abi::msg::AuditCategory::Security,
+                "FILE_WRITE",
+                details,
+                &result,
+            );
             result
         }),
         Opcode::GetPerms => typed(&req, |r| crate::perms::get(kernel, caller, r)),
@@ -211,6 +239,8 @@ async fn dispatch(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
         Opcode::Keys => typed_async!(req, |r| state::keys(kernel, caller, r)),
         Opcode::GetAuditLog => typed_async!(req, |r| audit::get_log(kernel, caller, r)),
         Opcode::SetAuditConfig => typed_async!(req, |r| audit::set_config(kernel, caller, r)),
+        Opcode::Http => typed_async!(req, |r| http::http(kernel, caller, r)),
+        Opcode::AsyncPoll => typed_async!(req, |r| asyncs::poll(kernel, caller, r)),
         op if op.is_world_or_tunnel() => {
             error(req.codec, req.opcode, &WireError::not_supported(op))
         }
@@ -319,6 +349,8 @@ pub const IMPLEMENTED: &[Opcode] = &[
     Opcode::Keys,
     Opcode::GetAuditLog,
     Opcode::SetAuditConfig,
+    Opcode::Http,
+    Opcode::AsyncPoll,
     Opcode::Hello,
     Opcode::Exit,
 ];
