@@ -2,7 +2,9 @@
 
 * ``kernel`` (session): starts the binary named by $CLOVE_KERNEL_BIN (else
   <repo>/target/debug/clove-kernel) on a fresh temp dir, with ``--python sys.executable`` so a
-  sandboxed agent runs with this venv's interpreter and can import clove_sdk. It holds an
+  sandboxed agent runs with this venv's interpreter and can import clove_sdk, and with
+  ``--http-allow-private 127.0.0.1/32`` so HTTP may reach the loopback servers the tests start
+  (only that address: 127.0.0.2, ::1 and every other special range stay refused). It holds an
   exclusive flock on /tmp/clove-e2e.lock while the kernel runs (the Rust heavy e2e tests take
   the same lock, so the two suites never overlap) and stops the kernel with SIGTERM at the end,
   asserting it exits within 10 s.
@@ -178,6 +180,7 @@ def kernel():
             "--state-dir", state,
             "--no-compat-socket",
             "--python", sys.executable,
+            "--http-allow-private", "127.0.0.1/32",
         ],
         env=env,
         stdin=subprocess.DEVNULL,
@@ -330,8 +333,6 @@ def agents(kernel, tmp_path):
 NOT_IMPLEMENTED = [
     # method, args, opcode, the opcode's extra empty fields on an error reply
     ("think", ("hello",), SyscallOp.SYS_THINK, {"content": ""}),
-    ("http", ("http://127.0.0.1:9/",), SyscallOp.SYS_HTTP, {}),
-    ("poll_async", (), SyscallOp.SYS_ASYNC_POLL, {}),
     ("get_system_metrics", (), SyscallOp.SYS_METRICS_SYSTEM, {}),
     ("get_agent_metrics", (), SyscallOp.SYS_METRICS_AGENT, {}),
     ("get_all_agent_metrics", (), SyscallOp.SYS_METRICS_ALL_AGENTS, {}),

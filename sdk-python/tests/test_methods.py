@@ -607,6 +607,97 @@ def test_set_audit_config(client):
         assert bad["success"] is False and bad["code"] == "invalid_request", bad
     finally:
         assert client.set_audit_config(log_syscalls=False)["config"]["log_syscalls"] is False
+# ---- HTTP and async results ------------------------------------------------------------------
+
+@pytest.fixture
+def web():
+    """A loopback HTTP server (127.0.0.1, which the session's kernel may reach) for one test:
+    ``/echo`` answers the request as JSON with an ``X-Echo`` header, ``/status/<n>`` answers
+    that status, ``/slow/<ms>`` answers after a delay. Yields its base URL."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length).decode() if length else ""
+            parts = self.path.strip("/").split("/")
+            if parts[0] == "status":
+                code, out, extra = int(parts[1]), f"status {parts[1]}".encode(), {}
+            elif parts[0] == "slow":
+                time.sleep(int(parts[1]) / 1000)
+                code, out, extra = 200, b"slow", {}
+            else:
+                code, extra = 200, {"X-Echo": "yes"}
+                out = json.dumps({"method": self.command, "path": self.path, "body": body,
+                                  "x_test": self.headers.get("X-Test")}).encode()
+            self.send_response(code)
+            for k, v in extra.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_round_trip_and_real_status(client, web):
+    r = client.http(f"{web}/echo?q=1", method="POST", headers={"X-Test": "hi"}, body="payload")
+    assert r["success"] is True and r["status_code"] == 200, r
+    assert r["headers"]["x-echo"] == "yes"
+    echo = json.loads(r["body"])
+    assert echo == {"method": "POST", "path": "/echo?q=1", "body": "payload", "x_test": "hi"}
+    r = client.http(f"{web}/status/404")
+    assert (r["success"], r["status_code"], r["body"]) == (True, 404, "status 404")
+    assert client.http(f"{web}/status/500")["status_code"] == 500
+
+
+def test_http_refusals(client, web):
+    port = web.rsplit(":", 1)[1]
+    for url, says in [
+        (f"http://127.0.0.2:{port}/", "127.0.0.2 is a loopback address"),
+        (f"http://[::1]:{port}/", "::1 is a loopback address"),
+        ("http://169.254.169.254/latest/meta-data/", "cloud metadata"),
+    ]:
+        r = client.http(url)
+        assert r["success"] is False and r["code"] == "permission_denied", r
+        assert says in r["error"], r
+    assert client.http("ftp://127.0.0.1/")["code"] == "invalid_request"
+    strict = CloveClient(client.socket_path, raise_on_error=True)
+    try:
+        with pytest.raises(errors.PermissionDeniedError):
+            strict.http(f"http://127.0.0.2:{port}/")
+    finally:
+        strict.disconnect()
+
+
+def test_http_async_and_poll_async(client, web):
+    assert client.poll_async() == {"success": True, "results": [], "count": 0}
+    r = client.http(f"{web}/slow/200", async_=True, request_id=42)
+    assert r == {"success": True, "status_code": 0, "body": "", "async": True, "request_id": 42,
+                 "status": "accepted"}
+    t0 = time.monotonic()
+    got = client.poll_async(wait=10)
+    assert time.monotonic() - t0 < 10
+    assert got["success"] is True and got["count"] == 1, got
+    result = got["results"][0]
+    assert (result["request_id"], result["opcode"], result["opcode_name"]) == (42, 0x50, "HTTP")
+    payload = json.loads(result["payload"])
+    assert (payload["success"], payload["status_code"], payload["body"]) == (True, 200, "slow")
+    t0 = time.monotonic()
+    assert client.poll_async(max_results=5, wait=0.2)["count"] == 0
+    assert time.monotonic() - t0 >= 0.2
 
 
 # ---- not implemented yet ---------------------------------------------------------------------
@@ -654,6 +745,8 @@ def test_not_implemented_list_covers_every_unimplemented_method():
         "register_name", "send_message", "send_messages", "recv_messages", "broadcast",
         "store", "fetch", "delete_key", "list_keys", "subscribe", "unsubscribe", "poll_events",
         "emit_event",
+        # HTTP and async results
+        "http", "poll_async",
     }
     public = {n for n in dir(CloveClient) if not n.startswith("_") and callable(getattr(CloveClient, n))}
     assert public - covered == set()
