@@ -137,6 +137,21 @@ fn http_round_trips_method_headers_body_status_and_response_headers() {
         )
         .unwrap();
     refused(&r, "invalid_request", "not an HTTP method");
+
+    // Every request is audited (NETWORK): URL, method, status; never headers or bodies.
+    let log = c
+        .call(0x76, json!({"category": "NETWORK", "limit": 1000}))
+        .unwrap();
+    let entries = log["entries"].as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["event_type"] == "HTTP_REQUEST"
+            && e["success"] == true
+            && e["details"]["status_code"] == 404),
+        "{log}"
+    );
+    assert!(entries
+        .iter()
+        .any(|e| e["success"] == false && e["details"]["error"]["code"] == "invalid_request"));
 }
 
 #[test]

@@ -239,7 +239,24 @@ async fn dispatch(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
         Opcode::Keys => typed_async!(req, |r| state::keys(kernel, caller, r)),
         Opcode::GetAuditLog => typed_async!(req, |r| audit::get_log(kernel, caller, r)),
         Opcode::SetAuditConfig => typed_async!(req, |r| audit::set_config(kernel, caller, r)),
-        Opcode::Http => typed_async!(req, |r| http::http(kernel, caller, r)),
+        Opcode::Http => typed_async!(req, |r: clove_abi::msg::HttpRequest| async move {
+            // The URL and method, never headers (they may carry credentials) or bodies.
+            let mut details =
+                serde_json::json!({"url": r.url, "method": r.method, "async": r.is_async});
+            let result = http::http(kernel, caller, r).await;
+            if let Ok(reply) = &result {
+                details["status_code"] = reply.status_code.into();
+            }
+            crate::host::audit(
+                kernel,
+                caller,
+                clove_abi::msg::AuditCategory::Network,
+                "HTTP_REQUEST",
+                details,
+                &result,
+            );
+            result
+        }),
         Opcode::AsyncPoll => typed_async!(req, |r| asyncs::poll(kernel, caller, r)),
         op if op.is_world_or_tunnel() => {
             error(req.codec, req.opcode, &WireError::not_supported(op))
