@@ -187,6 +187,9 @@ pub struct Run {
     /// Its sandbox's mount namespace, held so that its teardown happens after its exit was
     /// reported rather than in init's exit (see `launch::Started::mount_ns`).
     pub mount_ns: Mutex<Option<OwnedFd>>,
+    /// The control channel to its sandbox's init, on which its EXEC commands run inside the
+    /// sandbox (sandboxed only; each run has its own).
+    pub control: Option<Arc<crate::sandbox::control::Control>>,
 }
 
 /// One live agent: its identity and what outlives a restart.

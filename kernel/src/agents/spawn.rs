@@ -542,6 +542,13 @@ pub(crate) async fn launch(
         );
     }
     let isolation = isolation(req, sandboxed, cgroup.as_ref(), &not_applied, agents);
+    // Without it (it could not be registered, which does not happen in practice) the agent
+    // runs, and its EXEC answers `unavailable`.
+    let control = started.control.and_then(|fd| {
+        crate::sandbox::control::Control::start(fd)
+            .map_err(|e| tracing::warn!(agent = id, "the control channel: {e}"))
+            .ok()
+    });
     Ok(Launched {
         run: Run {
             pid: started.pid,
@@ -551,6 +558,7 @@ pub(crate) async fn launch(
             started: Instant::now(),
             lifeline: std::sync::Mutex::new(started.lifeline),
             mount_ns: std::sync::Mutex::new(started.mount_ns),
+            control,
         },
         report: started.report,
     })

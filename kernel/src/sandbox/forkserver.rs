@@ -27,7 +27,7 @@ use nix::sys::socket::{
     SockFlag, SockType,
 };
 
-use super::launch::{self, ChildPlan, LaunchError, EXE_FD, REPORT_FD};
+use super::launch::{self, ChildPlan, LaunchError, CONTROL_FD, EXE_FD};
 
 /// `argv[1]` that turns the kernel binary into the fork server; not a user-facing flag.
 pub const ARG: &str = "__clove_forkserver";
@@ -35,8 +35,8 @@ pub const ARG: &str = "__clove_forkserver";
 /// The server's end of its socket, in the server.
 const SERVER_FD: RawFd = 3;
 
-/// Descriptors init gets, in the order of its fixed numbers 0 to [`REPORT_FD`].
-pub(crate) const INIT_FDS: usize = REPORT_FD as usize + 1;
+/// Descriptors init gets, in the order of its fixed numbers 0 to [`CONTROL_FD`].
+pub(crate) const INIT_FDS: usize = CONTROL_FD as usize + 1;
 
 /// A request: the clone flags; the descriptors ride along, init's [`INIT_FDS`] and, when
 /// `has_netns` is set, the network namespace to join.
@@ -93,7 +93,7 @@ impl ForkServer {
         let exe_fd = launch::high_dup(exe.as_fd(), "kernel executable")?;
         let argv = launch::CArray::new(["clove-init".to_owned(), ARG.to_owned()], "argv")?;
         let envp = launch::CArray::new(Vec::new(), "env")?;
-        let mut moves = [(-1, -1); 8];
+        let mut moves = [(-1, -1); 9];
         moves[..5].copy_from_slice(&[
             (stdin.as_raw_fd(), 0),
             (stdout.as_raw_fd(), 1),
@@ -133,7 +133,7 @@ impl ForkServer {
     }
 
     /// Has the server clone init with `flags`: `fds` become init's descriptors 0 to
-    /// [`REPORT_FD`]; `netns` is joined. Returns init's pid and pidfd.
+    /// [`CONTROL_FD`]; `netns` is joined. Returns init's pid and pidfd.
     pub(crate) fn fork_init(
         &self,
         flags: libc::c_int,
@@ -312,7 +312,7 @@ pub fn main() -> ! {
 /// Clones init with `flags` into the launcher thread's family (`CLONE_PARENT`); the child
 /// lays out `fds` as init's descriptors and runs init.
 fn clone_init(flags: i32, fds: &[OwnedFd], has_netns: bool) -> io::Result<(i64, OwnedFd)> {
-    // Sources at 10 or above, so the child's moves to 0..=6 never clobber a later source.
+    // Sources at 10 or above, so the child's moves to 0..=7 never clobber a later source.
     let mut high = Vec::with_capacity(fds.len());
     for fd in fds {
         high.push(launch::high_dup(fd.as_fd(), "init").map_err(|e| match e {
@@ -320,7 +320,7 @@ fn clone_init(flags: i32, fds: &[OwnedFd], has_netns: bool) -> io::Result<(i64, 
             other => io::Error::other(other.to_string()),
         })?);
     }
-    let mut moves = [(-1, -1); 8];
+    let mut moves = [(-1, -1); 9];
     for (i, fd) in high.iter().take(INIT_FDS).enumerate() {
         moves[i] = (fd.as_raw_fd(), i as RawFd);
     }
@@ -329,7 +329,7 @@ fn clone_init(flags: i32, fds: &[OwnedFd], has_netns: bool) -> io::Result<(i64, 
         n_moves: INIT_FDS,
         cloexec: [-1, -1, -1],
         n_cloexec: 0,
-        first_free: REPORT_FD + 1,
+        first_free: CONTROL_FD + 1,
         path: std::ptr::null(),
         argv: std::ptr::null(),
         envp: std::ptr::null(),

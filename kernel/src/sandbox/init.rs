@@ -15,25 +15,35 @@
 //! code (or 128 + signal). If the kernel's end of the lifeline closes, the kernel died: it
 //! kills everything and exits.
 //!
+//! It also runs the agent's EXEC commands, on the kernel's word through the control channel
+//! ([`control`](super::control)): each is forked by the same code as the agent
+//! ([`start_child`]), so it has the agent's uid, lockdown and environment, inside the
+//! agent's namespaces and cgroup. Init tells the kernel when one started and when it ended,
+//! kills its process group on the kernel's word and when it ends, and never takes an EXEC
+//! command's exit for the agent's.
+//!
 //! Descriptors, as the launcher lays them out: 0 `/dev/null`, 1 and 2 the agent's output,
-//! then [`LIFELINE_FD`], [`STATUS_FD`], [`SPEC_FD`], [`REPORT_FD`].
+//! then [`LIFELINE_FD`], [`STATUS_FD`], [`SPEC_FD`], [`REPORT_FD`], [`CONTROL_FD`].
 //!
 //! [`mounts`]: super::mounts
 //! [`net`]: super::net
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
-use super::launch::{os_text, AgentExit, ProcessSpec, LIFELINE_FD, REPORT_FD, SPEC_FD, STATUS_FD};
-use super::privileges::{self, Applied};
+use super::control::{self, ExecOrder, FromInit, ToInit};
+use super::launch::{
+    os_text, AgentExit, ProcessSpec, CONTROL_FD, LIFELINE_FD, REPORT_FD, SPEC_FD, STATUS_FD,
+};
+use super::privileges::{self, Applied, Lockdown};
 
 /// `argv[1]` that turns the kernel binary into init; not a user-facing flag.
 pub const ARG: &str = "__clove_init";
@@ -53,11 +63,31 @@ pub(crate) enum InitStatus {
     },
 }
 
-/// What the agent's child side tells init before exec, one JSON line each.
+/// What a child's side (the agent's, an EXEC command's) tells init before exec, one JSON
+/// line each.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum AgentNote {
     Applied(Applied),
-    Failed(String),
+    Failed(Failure),
+}
+
+/// Why a child never ran its program.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Failure {
+    /// `exec /usr/bin/x: no such file or directory`, `lock down: setresuid 1: ...`.
+    error: String,
+    /// The errno behind it.
+    errno: Option<i32>,
+}
+
+impl Failure {
+    fn new(error: String, errno: Option<i32>) -> Self {
+        Self { error, errno }
+    }
+
+    fn os(what: String, e: nix::errno::Errno) -> Self {
+        Self::new(format!("{what}: {}", os_text(&e.into())), Some(e as i32))
+    }
 }
 
 /// Signals the kernel (or a shell, `kill` on init's pid) sends to stop or poke the agent.
@@ -77,8 +107,15 @@ pub fn main() -> ! {
         std::process::exit(2);
     };
     match setup(&fds) {
-        Ok(agent) => {
-            let mut status = fds.status;
+        Ok((agent, spec)) => {
+            let Fds {
+                lifeline,
+                mut status,
+                report,
+                control,
+                signals,
+                ..
+            } = fds;
             let _ = send(
                 &mut status,
                 &InitStatus::Started {
@@ -87,7 +124,16 @@ pub fn main() -> ! {
             );
             // EOF tells the kernel the message is complete.
             drop(status);
-            supervise(agent.pid, fds.lifeline, fds.signals, fds.report)
+            Supervisor {
+                agent: agent.pid,
+                spec,
+                lifeline,
+                signals,
+                report,
+                control: Some(control),
+                execs: HashMap::new(),
+            }
+            .run()
         }
         Err(error) => {
             eprintln!("clove-init: {error}");
@@ -104,6 +150,7 @@ struct Fds {
     status: File,
     spec: File,
     report: File,
+    control: OwnedFd,
     signals: SignalFd,
 }
 
@@ -111,8 +158,8 @@ impl Fds {
     /// Takes over the launcher's descriptors; `None` when this is not the launcher's
     /// child (someone ran the binary in init mode by hand): then nothing is touched.
     fn take() -> Option<Self> {
-        // The launcher always starts init as PID 1 of a new pid namespace, with three pipes
-        // and the spec memfd at fixed numbers.
+        // The launcher always starts init as PID 1 of a new pid namespace, with three pipes,
+        // the spec memfd and the control socket at fixed numbers.
         if std::process::id() != 1 {
             return None;
         }
@@ -122,18 +169,19 @@ impl Fds {
         let laid_out = is(LIFELINE_FD, libc::S_IFIFO)
             && is(STATUS_FD, libc::S_IFIFO)
             && is(SPEC_FD, libc::S_IFREG)
-            && is(REPORT_FD, libc::S_IFIFO);
+            && is(REPORT_FD, libc::S_IFIFO)
+            && is(CONTROL_FD, libc::S_IFSOCK);
         if !laid_out {
             return None;
         }
-        let fixed = [LIFELINE_FD, STATUS_FD, SPEC_FD, REPORT_FD];
+        let fixed = [LIFELINE_FD, STATUS_FD, SPEC_FD, REPORT_FD, CONTROL_FD];
         for fd in fixed {
             // Nothing of these may leak into the agent.
             // SAFETY: F_SETFD on a descriptor checked open above.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
         // Anything else the kernel leaked has no business here.
-        close_from(REPORT_FD + 1);
+        close_from(CONTROL_FD + 1);
         let own = |fd: RawFd| {
             // SAFETY: each fixed descriptor is open (checked) and owned by nothing else in
             // this freshly exec'd process.
@@ -161,6 +209,7 @@ impl Fds {
             status: own(STATUS_FD),
             spec: own(SPEC_FD),
             report: own(REPORT_FD),
+            control: own(CONTROL_FD).into(),
             signals,
         })
     }
@@ -198,7 +247,7 @@ struct Agent {
 }
 
 /// Everything up to the agent's exec; the error text goes to the kernel verbatim.
-fn setup(fds: &Fds) -> Result<Agent, String> {
+fn setup(fds: &Fds) -> Result<(Agent, ProcessSpec), String> {
     // SAFETY: umask(2) cannot fail. 022: the mount points and files made here must be
     // traversable and readable by the agent's uid; the agent inherits it too.
     unsafe { libc::umask(0o022) };
@@ -225,7 +274,8 @@ fn setup(fds: &Fds) -> Result<Agent, String> {
     // Now the current cgroup is the agent's: make it the root of what the agent sees.
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .map_err(|e| format!("unshare the cgroup namespace: {}", os_text(&e.into())))?;
-    spawn_agent(&spec)
+    let agent = spawn_agent(&spec)?;
+    Ok((agent, spec))
 }
 
 /// Reads the spec and builds the sandbox around init: hostname, root file system (pivoted
@@ -253,82 +303,152 @@ fn prepare(fds: &Fds) -> Result<ProcessSpec, String> {
 
 /// Forks the agent and waits until it exec'd or reported why it could not.
 fn spawn_agent(spec: &ProcessSpec) -> Result<Agent, String> {
-    let cstr =
-        |s: &[u8], what: &str| CString::new(s).map_err(|_| format!("{what} contains a NUL byte"));
-    let path = cstr(spec.argv.first().map_or(&b""[..], |a| a.as_bytes()), "argv")?;
-    let argv = spec
-        .argv
-        .iter()
-        .map(|a| cstr(a.as_bytes(), "argv"))
-        .collect::<Result<Vec<_>, _>>()?;
-    let env = spec
-        .env
-        .iter()
-        .map(|(k, v)| cstr(format!("{k}={v}").as_bytes(), "the environment"))
-        .collect::<Result<Vec<_>, _>>()?;
-    let cwd = cstr(spec.cwd.as_os_str().as_bytes(), "cwd")?;
+    let child = Child::new(
+        &spec.argv,
+        spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &spec.cwd.to_string_lossy(),
+        spec.lockdown.as_ref(),
+        None,
+    )
+    .map_err(|f| f.error)?;
+    let (pid, applied) = start_child(&child).map_err(|f| f.error)?;
+    Ok(Agent { pid, applied })
+}
 
+/// What a child of init runs, prepared before the fork: the agent itself, or one of its EXEC
+/// commands. Both go through [`start_child`], so an EXEC command gets exactly the agent's
+/// identity and lockdown.
+struct Child<'a> {
+    /// Where to look for the program: `argv[0]` itself when it has a slash, else each
+    /// directory of the environment's `PATH`.
+    candidates: Vec<CString>,
+    /// `argv[0]` as given, for messages.
+    program: String,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    cwd: CString,
+    lockdown: Option<&'a Lockdown>,
+    /// The child's stdout and stderr; `None`: init's own (the agent's output log).
+    output: Option<(RawFd, RawFd)>,
+}
+
+impl<'a> Child<'a> {
+    fn new<'e>(
+        argv: &[String],
+        env: impl IntoIterator<Item = (&'e str, &'e str)>,
+        cwd: &str,
+        lockdown: Option<&'a Lockdown>,
+        output: Option<(RawFd, RawFd)>,
+    ) -> Result<Self, Failure> {
+        let invalid =
+            |what: &str| Failure::new(format!("{what} contains a NUL byte"), Some(libc::EINVAL));
+        let cstr = |s: &str, what: &str| CString::new(s).map_err(|_| invalid(what));
+        let program = argv.first().cloned().unwrap_or_default();
+        if program.is_empty() {
+            return Err(Failure::new("argv is empty".into(), Some(libc::EINVAL)));
+        }
+        let mut path_var = None;
+        let mut env_c = Vec::new();
+        for (k, v) in env {
+            if k == "PATH" {
+                path_var = Some(v.to_owned());
+            }
+            env_c.push(cstr(&format!("{k}={v}"), "the environment")?);
+        }
+        let candidates = if program.contains('/') {
+            vec![cstr(&program, "argv")?]
+        } else {
+            path_var
+                .as_deref()
+                .unwrap_or("/usr/bin:/bin")
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| cstr(&format!("{}/{program}", d.trim_end_matches('/')), "PATH"))
+                .collect::<Result<_, _>>()?
+        };
+        Ok(Self {
+            candidates,
+            argv: argv
+                .iter()
+                .map(|a| cstr(a, "argv"))
+                .collect::<Result<_, _>>()?,
+            program,
+            env: env_c,
+            cwd: cstr(cwd, "cwd")?,
+            lockdown,
+            output,
+        })
+    }
+}
+
+/// Forks `child` and waits until it exec'd (its pid, and what its lockdown put in force) or
+/// reported why it could not (then it is reaped).
+fn start_child(child: &Child<'_>) -> Result<(Pid, Option<Applied>), Failure> {
     let (notes_r, notes_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| format!("create the agent's note pipe: {}", os_text(&e.into())))?;
+        .map_err(|e| Failure::os("create the note pipe".into(), e))?;
     // SAFETY: init is single-threaded, so the child may run ordinary code.
     match unsafe { nix::unistd::fork() } {
-        Err(e) => Err(format!("fork the agent: {}", os_text(&e.into()))),
+        Err(e) => Err(Failure::os(format!("fork {}", child.program), e)),
         Ok(ForkResult::Child) => {
             drop(notes_r);
-            agent_child(spec, File::from(notes_w), &path, &argv, &env, &cwd)
+            child_main(child, File::from(notes_w))
         }
-        Ok(ForkResult::Parent { child }) => {
+        Ok(ForkResult::Parent { child: pid }) => {
             drop(notes_w);
             let mut text = String::new();
-            // EOF: the agent exec'd (the pipe is CLOEXEC) or exited.
+            // EOF: the child exec'd (the pipe is CLOEXEC) or exited.
             let _ = File::from(notes_r).read_to_string(&mut text);
             let mut applied = None;
             for line in text.lines() {
                 match serde_json::from_str::<AgentNote>(line) {
                     Ok(AgentNote::Applied(a)) => applied = Some(a),
-                    Ok(AgentNote::Failed(error)) => {
-                        let _ = waitpid(child, None);
-                        return Err(error);
+                    Ok(AgentNote::Failed(failure)) => {
+                        let _ = waitpid(pid, None);
+                        return Err(failure);
                     }
-                    Err(e) => return Err(format!("unreadable note from the agent: {e}")),
+                    Err(e) => {
+                        return Err(Failure::new(
+                            format!("unreadable note from the child: {e}"),
+                            None,
+                        ))
+                    }
                 }
             }
-            Ok(Agent {
-                pid: child,
-                applied,
-            })
+            Ok((pid, applied))
         }
     }
 }
 
-/// The agent's side of the fork: signal state, session, cwd, lockdown, exec.
-fn agent_child(
-    spec: &ProcessSpec,
-    notes: File,
-    path: &CString,
-    argv: &[CString],
-    env: &[CString],
-    cwd: &CString,
-) -> ! {
-    let fail = |error: String| -> ! {
-        note(&notes, &AgentNote::Failed(error));
+/// The child's side of the fork: signal state, session, cwd, stdout and stderr, lockdown,
+/// exec. The agent and every EXEC command go through here.
+fn child_main(child: &Child<'_>, notes: File) -> ! {
+    let fail = |failure: Failure| -> ! {
+        note(&notes, &AgentNote::Failed(failure));
         // SAFETY: _exit(2): skip atexit handlers and stdio flushing that belong to init.
         unsafe { libc::_exit(127) }
     };
     // Default dispositions and an empty mask: init's blocked set and ignored SIGPIPE
     // would otherwise survive the exec.
     super::launch::reset_signals();
+    // Its own session and process group: the kernel (through init) signals it as a group.
     if let Err(e) = nix::unistd::setsid() {
-        fail(format!("setsid: {}", os_text(&e.into())));
+        fail(Failure::os("setsid".into(), e));
     }
-    if let Err(e) = nix::unistd::chdir(cwd.as_c_str()) {
-        fail(format!(
-            "chdir {}: {}",
-            spec.cwd.display(),
-            os_text(&e.into())
+    if let Err(e) = nix::unistd::chdir(child.cwd.as_c_str()) {
+        fail(Failure::os(
+            format!("chdir {}", child.cwd.to_string_lossy()),
+            e,
         ));
     }
-    // Only 0, 1 and 2 reach the agent; the note pipe (already CLOEXEC) stays usable.
+    if let Some((out, err)) = child.output {
+        // stdin stays init's /dev/null.
+        for (from, to) in [(out, 1), (err, 2)] {
+            if let Err(e) = nix::unistd::dup2(from, to) {
+                fail(Failure::os("set up stdout and stderr".into(), e));
+            }
+        }
+    }
+    // Only 0, 1 and 2 reach the program; the note pipe (already CLOEXEC) stays usable.
     // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only flags our own descriptors.
     let rc = unsafe {
         libc::syscall(
@@ -344,15 +464,37 @@ fn agent_child(
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
     }
-    if let Some(lockdown) = &spec.lockdown {
+    if let Some(lockdown) = child.lockdown {
         match privileges::lock_down(lockdown) {
             Ok(applied) => note(&notes, &AgentNote::Applied(applied)),
-            Err(e) => fail(format!("lock down: {}: {}", e.step, os_text(&e.source))),
+            Err(e) => fail(Failure::new(
+                format!("lock down: {}: {}", e.step, os_text(&e.source)),
+                e.source.raw_os_error(),
+            )),
         }
     }
-    let e = nix::unistd::execve(path, argv, env).err();
-    let cause = e.map_or_else(|| "returned".to_owned(), |e| os_text(&e.into()));
-    fail(format!("exec {}: {cause}", path.to_string_lossy()))
+    // As execvp(3) does: a missing candidate moves on to the next, a permission error is
+    // remembered, any other error ends the search.
+    let mut cause = nix::errno::Errno::ENOENT;
+    let mut denied = false;
+    for path in &child.candidates {
+        let e = match nix::unistd::execve(path, &child.argv, &child.env) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        match e {
+            nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR => {}
+            nix::errno::Errno::EACCES => denied = true,
+            other => {
+                cause = other;
+                break;
+            }
+        }
+    }
+    if denied && cause == nix::errno::Errno::ENOENT {
+        cause = nix::errno::Errno::EACCES;
+    }
+    fail(Failure::os(format!("exec {}", child.program), cause))
 }
 
 /// One JSON line to init.
@@ -362,85 +504,242 @@ fn note(mut notes: &File, note: &AgentNote) {
     }
 }
 
-/// PID 1's loop; exits the process.
-fn supervise(agent: Pid, lifeline: File, signals: SignalFd, mut report: File) -> ! {
-    let mut fds = [
-        libc::pollfd {
-            fd: signals.as_fd().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: lifeline.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    loop {
-        // The agent may have exited before we got here: check before the first sleep.
-        if let Some(exit) = reap_all(agent) {
-            let _ = report.write_all(&serde_json::to_vec(&exit).unwrap_or_default());
-            drop(report);
-            kill_everyone();
-            std::process::exit(match exit {
-                AgentExit {
-                    code: Some(code), ..
-                } => code,
-                AgentExit {
-                    signal: Some(sig), ..
-                } => 128 + sig,
-                _ => 127,
-            });
-        }
-        // SAFETY: two pollfds we own.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if rc < 0 {
-            continue;
-        }
-        if fds[1].revents != 0 {
-            let mut buf = [0u8; 64];
-            match (&lifeline).read(&mut buf) {
-                Ok(n) if n > 0 => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                // EOF (or a broken pipe): the kernel is gone and must not leave orphans.
-                _ => {
-                    kill_everyone();
-                    std::process::exit(128 + libc::SIGKILL);
+/// PID 1 once the agent runs.
+struct Supervisor {
+    agent: Pid,
+    spec: ProcessSpec,
+    lifeline: File,
+    signals: SignalFd,
+    report: File,
+    /// `None` once the kernel's end closed (the kernel let go of this run).
+    control: Option<OwnedFd>,
+    /// The running EXEC commands: pid (and process group) to the kernel's request id.
+    execs: HashMap<Pid, u64>,
+}
+
+impl Supervisor {
+    /// PID 1's loop; exits the process.
+    fn run(mut self) -> ! {
+        loop {
+            // The agent may have exited before we got here: check before the first sleep.
+            let (agent_exit, exec_exits) = reap_all(self.agent);
+            for (pid, exit) in exec_exits {
+                self.exec_ended(pid, exit);
+            }
+            if let Some(exit) = agent_exit {
+                let _ = self
+                    .report
+                    .write_all(&serde_json::to_vec(&exit).unwrap_or_default());
+                // Every EXEC command goes with the agent; the kernel learns it from the
+                // control channel closing with this process.
+                kill_everyone();
+                std::process::exit(match exit {
+                    AgentExit {
+                        code: Some(code), ..
+                    } => code,
+                    AgentExit {
+                        signal: Some(sig), ..
+                    } => 128 + sig,
+                    _ => 127,
+                });
+            }
+            let control_fd = self.control.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.signals.as_fd().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.lifeline.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                // A negative fd is skipped by poll(2).
+                libc::pollfd {
+                    fd: control_fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: three pollfds we own.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) };
+            if rc < 0 {
+                continue;
+            }
+            if fds[1].revents != 0 {
+                let mut buf = [0u8; 64];
+                match (&self.lifeline).read(&mut buf) {
+                    Ok(n) if n > 0 => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    // EOF (or a broken pipe): the kernel is gone and must not leave orphans.
+                    _ => {
+                        kill_everyone();
+                        std::process::exit(128 + libc::SIGKILL);
+                    }
                 }
             }
-        }
-        if fds[0].revents != 0 {
-            while let Ok(Some(info)) = signals.read_signal() {
-                let sig = info.ssi_signo as libc::c_int;
-                if sig != libc::SIGCHLD {
-                    // SAFETY: kill(2) on the agent's pid; it is not reaped until reap_all
-                    // sees it, so the pid cannot have been reused.
-                    unsafe { libc::kill(agent.as_raw(), sig) };
+            if fds[0].revents != 0 {
+                while let Ok(Some(info)) = self.signals.read_signal() {
+                    let sig = info.ssi_signo as libc::c_int;
+                    if sig != libc::SIGCHLD {
+                        // SAFETY: kill(2) on the agent's pid; it is not reaped until
+                        // reap_all sees it, so the pid cannot have been reused.
+                        unsafe { libc::kill(self.agent.as_raw(), sig) };
+                    }
                 }
+            }
+            if fds[2].revents != 0 {
+                self.serve_control();
+            }
+        }
+    }
+
+    /// One message from the kernel.
+    fn serve_control(&mut self) {
+        let Some(control) = &self.control else {
+            return;
+        };
+        let (bytes, fds) = match control::recv(control.as_fd(), nix::sys::socket::MsgFlags::empty())
+        {
+            Ok(Some(got)) => got,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
+            // The kernel let go of this run's channel; the lifeline still says whether it
+            // lives.
+            Ok(None) | Err(_) => {
+                self.control = None;
+                return;
+            }
+        };
+        match serde_json::from_slice::<ToInit>(&bytes) {
+            Ok(ToInit::Exec(order)) => {
+                let id = order.id;
+                let answer = match self.start_exec(&order, &fds) {
+                    Ok(pid) => {
+                        self.execs.insert(pid, id);
+                        FromInit::Started {
+                            id,
+                            pid: pid.as_raw(),
+                        }
+                    }
+                    Err(f) => FromInit::Failed {
+                        id,
+                        error: f.error,
+                        errno: f.errno,
+                    },
+                };
+                // The pipes are the child's now (or nobody's).
+                drop(fds);
+                self.answer(&answer);
+            }
+            Ok(ToInit::Kill { id }) => {
+                if let Some((pid, _)) = self.execs.iter().find(|(_, i)| **i == id) {
+                    // SAFETY: kill(2) of the group this unreaped command leads.
+                    unsafe { libc::kill(-pid.as_raw(), libc::SIGKILL) };
+                }
+            }
+            Err(e) => eprintln!("clove-init: unreadable control message: {e}"),
+        }
+    }
+
+    /// Forks an EXEC command as the agent was forked: same identity, lockdown, environment.
+    fn start_exec(&self, order: &ExecOrder, fds: &[OwnedFd]) -> Result<Pid, Failure> {
+        let [out, err] = fds else {
+            return Err(Failure::new(
+                format!("expected stdout and stderr, got {} descriptors", fds.len()),
+                Some(libc::EINVAL),
+            ));
+        };
+        // Default: where the agent is now, else where it started.
+        let cwd = match &order.cwd {
+            Some(cwd) => cwd.clone(),
+            None => std::fs::read_link(format!("/proc/{}/cwd", self.agent))
+                .unwrap_or_else(|_| self.spec.cwd.clone())
+                .to_string_lossy()
+                .into_owned(),
+        };
+        // The agent's environment, then the request's, which cannot change the agent's
+        // identity (`CLOVE_*`).
+        let mut env: Vec<(&str, &str)> = self
+            .spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        for (k, v) in &order.env {
+            if k.starts_with("CLOVE_") && env.iter().any(|(ek, _)| ek == k) {
+                continue;
+            }
+            match env.iter_mut().find(|(ek, _)| ek == k) {
+                Some(slot) => slot.1 = v,
+                None => env.push((k, v)),
+            }
+        }
+        let child = Child::new(
+            &order.argv,
+            env,
+            &cwd,
+            self.spec.lockdown.as_ref(),
+            Some((out.as_raw_fd(), err.as_raw_fd())),
+        )?;
+        start_child(&child).map(|(pid, _)| pid)
+    }
+
+    /// An EXEC command ended: what it left in its group goes too, and the kernel hears.
+    fn exec_ended(&mut self, pid: Pid, exit: AgentExit) {
+        let Some(id) = self.execs.remove(&pid) else {
+            return;
+        };
+        // SAFETY: kill(2) of the group it led; the group id stays reserved while any member
+        // lives, so it names no one else.
+        unsafe { libc::kill(-pid.as_raw(), libc::SIGKILL) };
+        self.answer(&FromInit::Exited { id, exit });
+    }
+
+    fn answer(&mut self, answer: &FromInit) {
+        if let Some(control) = &self.control {
+            if control::send(
+                control.as_fd(),
+                answer,
+                &[],
+                nix::sys::socket::MsgFlags::empty(),
+            )
+            .is_err()
+            {
+                self.control = None;
             }
         }
     }
 }
 
-/// Reaps every exited child; returns the agent's end if it was among them.
-fn reap_all(agent: Pid) -> Option<AgentExit> {
+/// Reaps every exited child: the agent's end if it was among them, and every other child's
+/// (EXEC commands and orphans), by pid.
+fn reap_all(agent: Pid) -> (Option<AgentExit>, Vec<(Pid, AgentExit)>) {
     let mut agent_exit = None;
+    let mut others = Vec::new();
     loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == agent => {
-                agent_exit = Some(AgentExit {
+        let (pid, exit) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => (
+                pid,
+                AgentExit {
                     code: Some(code),
                     signal: None,
-                })
-            }
-            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == agent => {
-                agent_exit = Some(AgentExit {
+                },
+            ),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => (
+                pid,
+                AgentExit {
                     code: None,
                     signal: Some(sig as i32),
-                })
-            }
-            Ok(WaitStatus::StillAlive) | Err(_) => return agent_exit,
-            Ok(_) => {}
+                },
+            ),
+            Ok(WaitStatus::StillAlive) | Err(_) => return (agent_exit, others),
+            Ok(_) => continue,
+        };
+        if pid == agent {
+            agent_exit = Some(exit);
+        } else {
+            others.push((pid, exit));
         }
     }
 }

@@ -61,8 +61,11 @@ pub(crate) const STATUS_FD: RawFd = 4;
 pub(crate) const SPEC_FD: RawFd = 5;
 /// The agent's wait status, init to kernel, written right before init exits.
 pub(crate) const REPORT_FD: RawFd = 6;
+/// The control channel, kernel to init and back: a `SOCK_SEQPACKET` socket on which the
+/// kernel asks init to run an agent's EXEC inside the sandbox ([`control`](super::control)).
+pub(crate) const CONTROL_FD: RawFd = 7;
 /// The kernel executable, for `execveat` (closed on exec).
-pub(crate) const EXE_FD: RawFd = 7;
+pub(crate) const EXE_FD: RawFd = 8;
 
 /// How long [`Pending::release`] waits for init's report.
 pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -319,6 +322,7 @@ struct PendingFds {
     lifeline: OwnedFd,
     status: OwnedFd,
     report: Option<OwnedFd>,
+    control: Option<OwnedFd>,
     sandboxed: bool,
     mount_ns: Option<OwnedFd>,
     program: String,
@@ -341,6 +345,9 @@ pub struct Started {
     /// dropped or the kernel died, init kills the whole sandbox and exits. Keep it for the
     /// agent's lifetime.
     pub lifeline: Option<OwnedFd>,
+    /// The kernel's end of the control channel to init (sandboxed only): see
+    /// [`control`](super::control).
+    pub control: Option<OwnedFd>,
     /// The sandbox's mount namespace (sandboxed only; `None` if it could not be opened).
     /// Holding it keeps the namespace's teardown (unmounting its ~35 mounts, an RCU grace
     /// period) out of init's exit, which the caller waits for: drop it after the exit has
@@ -368,6 +375,7 @@ impl Pending {
                 report: fds.report,
                 applied,
                 lifeline: fds.sandboxed.then_some(fds.lifeline),
+                control: fds.control,
                 mount_ns: fds.mount_ns,
             }),
             Err(e) => {
@@ -588,7 +596,7 @@ fn decode_child_failure(message: &[u8]) -> Option<(u8, i32)> {
 pub(crate) struct ChildPlan {
     /// (source, fixed number) pairs; every source is at least 10, so no move clobbers a
     /// later source.
-    pub(crate) moves: [(RawFd, RawFd); 8],
+    pub(crate) moves: [(RawFd, RawFd); 9],
     pub(crate) n_moves: usize,
     /// Fixed descriptors that must not survive the final exec.
     pub(crate) cloexec: [RawFd; 3],
@@ -667,7 +675,7 @@ fn check(spec: &ProcessSpec) -> Result<(), LaunchError> {
     Ok(())
 }
 
-/// A CLOEXEC duplicate numbered 10 or above, so the child's moves to 0..=7 are safe.
+/// A CLOEXEC duplicate numbered 10 or above, so the child's moves to 0..=8 are safe.
 pub(crate) fn high_dup(fd: BorrowedFd<'_>, what: &str) -> Result<OwnedFd, LaunchError> {
     // SAFETY: F_DUPFD_CLOEXEC on a borrowed, open descriptor; the result is owned below.
     let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
@@ -745,7 +753,7 @@ fn launch(
     )?;
     let init_envp = CArray::new(Vec::new(), "init env")?;
 
-    let mut moves = [(-1, -1); 8];
+    let mut moves = [(-1, -1); 9];
     moves[..5].copy_from_slice(&[
         (stdin.as_raw_fd(), 0),
         (stdout.as_raw_fd(), 1),
@@ -755,6 +763,7 @@ fn launch(
     ]);
     let mut flags = 0;
     let mut report_r = None;
+    let mut control = None;
     // Held until after the clone.
     let mut child_side = Vec::new();
     let plan = if process.sandboxed {
@@ -767,15 +776,20 @@ fn launch(
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
         )
         .map_err(|e| io_error("make the report pipe non-blocking")(e.into()))?;
+        let (ours, theirs) =
+            super::control::pair().map_err(|e| io_error("create the control channel")(e.into()))?;
+        let theirs = high_dup(theirs.as_fd(), "control channel")?;
         moves[5] = (spec_fd.as_raw_fd(), SPEC_FD);
         moves[6] = (rep_w.as_raw_fd(), REPORT_FD);
-        moves[7] = (exe_fd.as_raw_fd(), EXE_FD);
-        child_side.extend([spec_fd, rep_w, exe_fd]);
+        moves[7] = (theirs.as_raw_fd(), CONTROL_FD);
+        moves[8] = (exe_fd.as_raw_fd(), EXE_FD);
+        child_side.extend([spec_fd, rep_w, theirs, exe_fd]);
         report_r = Some(rep_r);
+        control = Some(ours);
         flags |= libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
         ChildPlan {
             moves,
-            n_moves: 8,
+            n_moves: 9,
             cloexec: [EXE_FD, -1, -1],
             n_cloexec: 1,
             first_free: EXE_FD + 1,
@@ -898,6 +912,7 @@ fn launch(
             lifeline: life_w,
             status: status_r,
             report: report_r,
+            control,
             sandboxed: process.sandboxed,
             mount_ns,
             program,

@@ -7,9 +7,12 @@
 //! * [`launch`]: the kernel side: one long-lived thread clones into new namespaces and execs
 //!   the kernel binary in init mode;
 //! * [`init`], [`mounts`], [`net`]: PID 1 inside the sandbox: builds the root file system,
-//!   brings loopback up, forks the agent, forwards signals, reaps, exits with its status.
+//!   brings loopback up, forks the agent, forwards signals, reaps, exits with its status;
+//! * [`control`]: the channel on which the kernel has init run an agent's EXEC commands
+//!   inside the sandbox.
 
 pub mod cgroup;
+pub mod control;
 pub mod forkserver;
 pub mod init;
 pub mod interpreter;

@@ -166,6 +166,16 @@ impl AgentCgroup {
         Ok(None)
     }
 
+    /// The `cgroup.procs` files the agent's processes go into, one per hierarchy: a process
+    /// writing `0` to each moves itself in (an unsandboxed agent's EXEC command does, before
+    /// its exec).
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs
+            .iter()
+            .map(|d| d.procs_dir().join("cgroup.procs"))
+            .collect()
+    }
+
     /// Moves `pid` (with all its threads) into the agent's cgroup in every hierarchy.
     pub fn add_pid(&self, pid: u32) -> Result<(), CgroupError> {
         for d in &self.dirs {
