@@ -358,6 +358,8 @@ where
 {
     // The readers run on their own, so output read before a timeout is kept.
     let stop = CancellationToken::new();
+    // However this ends (a client that went away drops it), the readers end with it.
+    let _stop_readers = stop.clone().drop_guard();
     let out = tokio::spawn(read_capped(stdout, stop.clone()));
     let err = tokio::spawn(read_capped(stderr, stop.clone()));
     let (timed_out, status) = match tokio::time::timeout(timeout, proc.wait()).await {
