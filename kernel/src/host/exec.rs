@@ -125,22 +125,41 @@ pub async fn exec(
     } else {
         None
     };
-    if req.is_async {
-        return Err(WireError::new(
-            ErrorCode::NotImplemented,
-            "EXEC with async: true is not implemented by this kernel yet; omit async",
-        ));
-    }
     let cmd = Validated::of(&req)?;
-    match agent {
-        None => on_host(caller, &cmd, req.env.as_ref(), None).await,
-        // A sandboxed agent has a view; an unsandboxed one sees the host.
-        Some(agent) if agent.view.is_some() => in_sandbox(&agent, &cmd, req.env).await,
-        Some(agent) => {
-            let confine = Confine::of(kernel, &agent)?;
-            on_host(caller, &cmd, req.env.as_ref(), Some((agent.uid, confine))).await
+    // Everything the command needs, owned, so it can also run after the reply (`async`).
+    let env = req.env.clone();
+    let caller_owned = caller.clone();
+    let confine = match &agent {
+        Some(a) if a.view.is_none() => Some(Confine::of(kernel, a)?),
+        _ => None,
+    };
+    let work = async move {
+        match (agent, confine) {
+            (None, _) => on_host(&caller_owned, &cmd, env.as_ref(), None).await,
+            // A sandboxed agent has a view; an unsandboxed one sees the host.
+            (Some(agent), None) => in_sandbox(&agent, &cmd, env).await,
+            (Some(agent), Some(confine)) => {
+                on_host(
+                    &caller_owned,
+                    &cmd,
+                    env.as_ref(),
+                    Some((agent.uid, confine)),
+                )
+                .await
+            }
         }
+    };
+    if req.is_async {
+        let id = crate::syscalls::asyncs::spawn(
+            kernel,
+            caller,
+            clove_abi::opcode::Opcode::Exec,
+            req.request_id,
+            work,
+        )?;
+        return Ok(ExecReply::accepted(id));
     }
+    work.await
 }
 
 /// The host back end: an operator's command, or (with `agent`: its uid and confinement) an

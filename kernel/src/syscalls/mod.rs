@@ -7,7 +7,7 @@
 //! Handlers are thin: decode, call the subsystem, shape the reply. Errors become wire errors in
 //! one place ([`reply`]).
 
-mod asyncs;
+pub(crate) mod asyncs;
 mod audit;
 mod events;
 mod group;
@@ -169,9 +169,14 @@ async fn dispatch(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
             let details = serde_json::json!({"command": r.command, "argv": r.argv, "cwd": r.cwd});
             let result = crate::host::exec::exec(kernel, caller, r).await;
             let mut details = details;
-            if let Ok(reply) = &result {
-                details["exit_code"] = reply.exit_code.into();
-                details["timed_out"] = reply.timed_out.unwrap_or(false).into();
+            match &result {
+                // Accepted now, run later: the record says so (the outcome is in ASYNC_POLL).
+                Ok(reply) if reply.is_accepted() => details["async"] = true.into(),
+                Ok(reply) => {
+                    details["exit_code"] = reply.exit_code.into();
+                    details["timed_out"] = reply.timed_out.unwrap_or(false).into();
+                }
+                Err(_) => {}
             }
             crate::host::audit(
                 kernel,
