@@ -456,6 +456,11 @@ def test_exec(client, tmp_path):
     assert r["timed_out"] is True and r["exit_code"] == -1 and r["signal"] == 9
     bad = client.exec("true", cwd="relative")
     assert bad["code"] == "invalid_request" and bad["exit_code"] == -1
+    accepted = client.exec("echo later", async_=True, request_id=7)
+    assert (accepted["async"], accepted["request_id"], accepted["status"]) == (True, 7, "accepted")
+    polled = client.poll_async(wait=20)
+    assert polled["count"] == 1 and polled["results"][0]["opcode_name"] == "EXEC"
+    assert json.loads(polled["results"][0]["payload"])["stdout"] == "later\n"
 
 
 # ---- host files ------------------------------------------------------------------------------
