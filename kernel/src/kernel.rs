@@ -48,6 +48,8 @@ pub struct Kernel {
     pub http: Arc<Http>,
     /// Async requests and their results, per caller (ASYNC_POLL).
     pub asyncs: Arc<Asyncs>,
+    /// Recording and replay (RECORD_*, REPLAY_*).
+    pub recorder: crate::record::Recorder,
 }
 
 impl Kernel {
@@ -108,6 +110,7 @@ impl Kernel {
             listeners: OnceLock::new(),
             http,
             asyncs,
+            recorder: crate::record::Recorder::new(),
         })
     }
 
@@ -142,6 +145,7 @@ impl Kernel {
             }
         });
         tokio::spawn(watch_resources(Arc::clone(self)));
+        tokio::spawn(crate::record::replayer(Arc::clone(self)));
         let state = Arc::clone(&self.state);
         let stopping = self.stopping.clone();
         tokio::spawn(async move {

@@ -14,6 +14,7 @@ mod ids;
 mod ipc;
 mod kernel;
 mod perms;
+mod record;
 mod sandbox;
 mod server;
 mod state;

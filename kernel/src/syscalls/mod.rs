@@ -74,7 +74,23 @@ macro_rules! typed_async {
 pub async fn handle(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
     let opcode = req.opcode;
     let started = std::time::Instant::now();
+    // Recording: the payload is kept only while recording, for recorded opcodes.
+    let recorded = kernel
+        .recorder
+        .wants(opcode)
+        .then(|| (req.codec, req.payload.clone()));
     let resp = dispatch(kernel, caller, req).await;
+    if let Some((codec, payload)) = recorded {
+        crate::record::observe(
+            kernel,
+            caller,
+            opcode,
+            codec,
+            &payload,
+            &resp.payload,
+            resp.failed,
+        );
+    }
     if let Some(why) = &resp.blocked {
         kernel.events.kernel(
             clove_abi::msg::EventType::SyscallBlocked,
@@ -263,6 +279,11 @@ async fn dispatch(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
             result
         }),
         Opcode::AsyncPoll => typed_async!(req, |r| asyncs::poll(kernel, caller, r)),
+        Opcode::RecordStart => typed(&req, |r| crate::record::start(kernel, caller, r)),
+        Opcode::RecordStop => typed(&req, |r| crate::record::stop(kernel, caller, r)),
+        Opcode::RecordStatus => typed(&req, |r| crate::record::status(kernel, caller, r)),
+        Opcode::ReplayStart => typed(&req, |r| crate::record::replay_start(kernel, caller, r)),
+        Opcode::ReplayStatus => typed(&req, |r| crate::record::replay_status(kernel, caller, r)),
         op if op.is_world_or_tunnel() => {
             error(req.codec, req.opcode, &WireError::not_supported(op))
         }
@@ -373,6 +394,11 @@ pub const IMPLEMENTED: &[Opcode] = &[
     Opcode::SetAuditConfig,
     Opcode::Http,
     Opcode::AsyncPoll,
+    Opcode::RecordStart,
+    Opcode::RecordStop,
+    Opcode::RecordStatus,
+    Opcode::ReplayStart,
+    Opcode::ReplayStatus,
     Opcode::Hello,
     Opcode::Exit,
 ];
