@@ -337,11 +337,6 @@ NOT_IMPLEMENTED = [
     ("get_agent_metrics", (), SyscallOp.SYS_METRICS_AGENT, {}),
     ("get_all_agent_metrics", (), SyscallOp.SYS_METRICS_ALL_AGENTS, {}),
     ("get_cgroup_metrics", (), SyscallOp.SYS_METRICS_CGROUP, {}),
-    ("start_recording", (), SyscallOp.SYS_RECORD_START, {}),
-    ("stop_recording", (), SyscallOp.SYS_RECORD_STOP, {}),
-    ("get_recording_status", (), SyscallOp.SYS_RECORD_STATUS, {}),
-    ("start_replay", ("{}",), SyscallOp.SYS_REPLAY_START, {}),
-    ("get_replay_status", (), SyscallOp.SYS_REPLAY_STATUS, {}),
     ("llm_report", (10,), SyscallOp.SYS_LLM_REPORT, {}),
 ]
 

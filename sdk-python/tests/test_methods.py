@@ -705,6 +705,99 @@ def test_http_async_and_poll_async(client, web):
     assert time.monotonic() - t0 >= 0.2
 
 
+# ---- recording and replay --------------------------------------------------------------------
+
+def _replay_done(client, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        r = client.get_replay_status()
+        assert r["success"] is True, r
+        if r["state"] != "RUNNING" or time.monotonic() > deadline:
+            return r
+        time.sleep(0.02)
+
+
+def test_record_export_and_replay(kernel, client):
+    """A recording of STOREs and a DELETE, replayed after the keys were deleted, writes them
+    again with the same values and versions; the replay skips what it does not re-execute."""
+    p = f"rr-{os.getpid()}-{time.monotonic_ns()}/"
+    r = client.get_recording_status()
+    assert r == {"success": True, "state": "IDLE", "recording": False, "entry_count": r["entry_count"]}, r
+    r = client.start_recording(include_exec=True)
+    assert r == {"success": True, "recording": True}, r
+    try:
+        r = client.get_recording_status()
+        assert (r["state"], r["recording"], r["entry_count"]) == ("RECORDING", True, 0), r
+        assert client.start_recording()["code"] == "conflict"
+        assert client.store(p + "a", {"n": 1})["success"] is True
+        assert client.store(p + "a", {"n": 2}, if_version=1)["version"] == 2
+        assert client.store(p + "a", "late", if_version=1)["code"] == "conflict"
+        assert client.store(p + "s", [1, "two"], scope="session", ttl=3600)["success"] is True
+        assert client.store(p + "gone", 0)["success"] is True
+        assert client.delete_key(p + "gone")["deleted"] is True
+        assert client.fetch(p + "a")["exists"] is True  # reads are not recorded
+        assert client.exec("true")["success"] is True  # recorded, never replayed
+    finally:
+        stopped = client.stop_recording()
+    assert stopped == {"success": True, "recording": False, "entries_recorded": 7}, stopped
+    r = client.get_recording_status(export=True)
+    assert (r["state"], r["recording"], r["entry_count"]) == ("IDLE", False, 7), r
+    data = json.loads(r["recording_data"])
+    assert (data["format"], data["version"]) == ("clove-recording", 1)
+    assert [e["op"] for e in data["entries"]] == ["STORE"] * 5 + ["DELETE", "EXEC"]
+    assert [e["ok"] for e in data["entries"]][:3] == [True, True, False]
+    before = {k: client.fetch(p + k) for k in ("a", "s")}
+    for k in ("a", "s"):
+        assert client.delete_key(p + k)["deleted"] is True
+
+    r = client.start_replay(r["recording_data"])
+    assert r == {"success": True, "total_entries": 7}, r
+    done = _replay_done(client)
+    assert done["state"] == "COMPLETED" and done["progress_percent"] == 100.0, done
+    assert (done["entries_replayed"], done["entries_skipped"]) == (6, 1), done
+    assert "last_error" not in done, done
+    assert {k: client.fetch(p + k) for k in ("a", "s")} == before
+    assert client.fetch(p + "gone")["exists"] is False
+
+
+def test_replay_refusals_and_divergence(client):
+    r = client.start_replay("not json")
+    assert r["success"] is False and r["code"] == "invalid_request", r
+    r = client._call(SyscallOp.SYS_REPLAY_START, {})
+    assert r["code"] == "invalid_request" and "recording" in r["error"], r
+    # The original kernel's field name works too; an empty recording completes at once.
+    empty = client.get_recording_status(export=True)["recording_data"]
+    key = f"rr-div-{os.getpid()}-{time.monotonic_ns()}"
+    rec = json.loads(empty)
+    rec["entries"] = [{"seq": 1, "t_ms": 0, "caller": {"id": 1, "agent": False, "uid": 0},
+                       "opcode": int(SyscallOp.SYS_STORE), "op": "STORE",
+                       "request": {"key": key, "value": 1}, "ok": True,
+                       "reply": {"success": True, "key": key, "version": 5}}]
+    r = client._call(SyscallOp.SYS_REPLAY_START, {"recording_data": json.dumps(rec)})
+    assert r == {"success": True, "total_entries": 1}, r
+    done = _replay_done(client)
+    assert done["state"] == "COMPLETED" and done["entries_replayed"] == 1, done
+    assert done["last_error"].startswith("1 divergence(s); last: entry 1 (STORE"), done
+    assert "version" in done["last_error"], done
+    assert client.delete_key(key)["deleted"] is True
+
+
+def test_recording_from_an_agent_is_of_itself_only(client, agents):
+    code = (
+        "import json, sys\n"
+        "from clove_sdk import CloveClient\n"
+        "c = CloveClient(sys.argv[1])\n"
+        "print('OTHERS', json.dumps(c.start_recording(filter_agents=[1])), flush=True)\n"
+        "print('REPLAY', json.dumps(c.get_replay_status()), flush=True)\n"
+    )
+    a = agents.spawn(code)
+    out = agents.wait_output(a["id"], "REPLAY", timeout=30)
+    others = json.loads(out.split("OTHERS ", 1)[1].splitlines()[0])
+    assert others["code"] == "permission_denied", out
+    replay = json.loads(out.split("REPLAY ", 1)[1].splitlines()[0])
+    assert replay["code"] == "permission_denied", out
+
+
 # ---- not implemented yet ---------------------------------------------------------------------
 
 
@@ -752,6 +845,9 @@ def test_not_implemented_list_covers_every_unimplemented_method():
         "emit_event",
         # HTTP and async results
         "http", "poll_async",
+        # recording and replay
+        "start_recording", "stop_recording", "get_recording_status", "start_replay",
+        "get_replay_status",
     }
     public = {n for n in dir(CloveClient) if not n.startswith("_") and callable(getattr(CloveClient, n))}
     assert public - covered == set()
