@@ -501,21 +501,10 @@ struct Identity {
 
 impl Identity {
     fn of(caller: &Caller) -> Identity {
-        let groups = caller
-            .pid
-            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-            .and_then(|s| {
-                s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
-                    g.split_whitespace()
-                        .filter_map(|n| n.parse().ok())
-                        .collect()
-                })
-            })
-            .unwrap_or_default();
         Identity {
             uid: caller.uid,
             gid: caller.gid,
-            groups,
+            groups: super::files::groups_of(caller.pid),
             user: nix::unistd::User::from_uid(caller.uid.into())
                 .ok()
                 .flatten(),

@@ -76,7 +76,7 @@ fn invalid(why: impl std::fmt::Display) -> WireError {
 }
 
 /// The supplementary groups of process `pid` (empty when it cannot be read).
-fn groups_of(pid: Option<i32>) -> Vec<u32> {
+pub(crate) fn groups_of(pid: Option<i32>) -> Vec<u32> {
     let Some(pid) = pid else { return Vec::new() };
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -105,13 +105,11 @@ fn actor(kernel: &Kernel, caller: &Caller) -> Result<Actor, WireError> {
         .get(caller.id)
         .ok_or_else(|| WireError::new(ErrorCode::NotFound, "the calling agent has exited"))?;
     let mut blocked: Vec<String> = BLOCKED_FOR_AGENTS.iter().map(|s| (*s).to_owned()).collect();
-    let state_dir = kernel
-        .config
-        .state_dir
-        .canonicalize()
-        .unwrap_or(kernel.config.state_dir.clone());
-    blocked.push(state_dir.to_string_lossy().into_owned());
-    blocked.push(format!("{}/**", state_dir.to_string_lossy()));
+    // The state dir, canonical already (the agents' directory lies in it); `dir/**` matches
+    // the directory itself too.
+    if let Some(state_dir) = kernel.agents.host.dir.parent() {
+        blocked.push(format!("{}/**", state_dir.to_string_lossy()));
+    }
     // An agent acts with its owner's identity: root's agents as root, another operator's
     // with that operator's uid (and primary gid: its groups are not known any more).
     let gid = if agent.owner_uid == 0 {

@@ -21,7 +21,9 @@ use clove_abi::codec::{self, Codec};
 use clove_abi::msg::{AuditCategory, Syscall};
 use clove_abi::{Opcode, WireError};
 use serde::Serialize;
+use serde_json::json;
 
+use crate::host;
 use crate::kernel::{Caller, Kernel};
 
 /// A decoded frame.
@@ -181,56 +183,39 @@ async fn dispatch(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
         Opcode::Resume => typed_async!(req, |r| lifecycle::resume(kernel, caller, r)),
         Opcode::Wait => typed_async!(req, |r| lifecycle::wait(kernel, caller, r)),
         Opcode::Logs => typed_async!(req, |r| lifecycle::logs(kernel, caller, r)),
-        Opcode::Exec => typed_async!(req, |r: clove_abi::msg::ExecRequest| async move {
-            let details = serde_json::json!({"command": r.command, "argv": r.argv, "cwd": r.cwd});
-            let result = crate::host::exec::exec(kernel, caller, r).await;
-            let mut details = details;
-            match &result {
-                // Accepted now, run later: the record says so (the outcome is in ASYNC_POLL).
-                Ok(reply) if reply.is_accepted() => details["async"] = true.into(),
-                Ok(reply) => {
+        Opcode::Exec => typed_async!(req, |r: clove_abi::msg::ExecRequest| host::audited(
+            kernel,
+            caller,
+            (AuditCategory::Security, "EXEC"),
+            json!({"command": r.command, "argv": r.argv, "cwd": r.cwd}),
+            host::exec::exec(kernel, caller, r),
+            |reply, details| {
+                if reply.is_accepted() {
+                    // Accepted now, run later: the outcome is in ASYNC_POLL.
+                    details["async"] = true.into();
+                } else {
                     details["exit_code"] = reply.exit_code.into();
                     details["timed_out"] = reply.timed_out.unwrap_or(false).into();
                 }
-                Err(_) => {}
-            }
-            crate::host::audit(
-                kernel,
-                caller,
-                clove_abi::msg::AuditCategory::Security,
-                "EXEC",
-                details,
-                &result,
-            );
-            result
-        }),
-        Opcode::Read => typed_async!(req, |r: clove_abi::msg::ReadRequest| async move {
-            let details = serde_json::json!({"path": r.path, "offset": r.offset, "limit": r.limit});
-            let result = crate::host::files::read(kernel, caller, r).await;
-            crate::host::audit(
-                kernel,
-                caller,
-                clove_abi::msg::AuditCategory::Security,
-                "FILE_READ",
-                details,
-                &result,
-            );
-            result
-        }),
-        Opcode::Write => typed_async!(req, |r: clove_abi::msg::WriteRequest| async move {
-            let details = serde_json::json!({"path": r.path, "mode": r.mode.as_str(),
-                "bytes": r.content.len(), "create_dirs": r.create_dirs});
-            let result = crate::host::files::write(kernel, caller, r).await;
-            crate::host::audit(
-                kernel,
-                caller,
-                clove_abi::msg::AuditCategory::Security,
-                "FILE_WRITE",
-                details,
-                &result,
-            );
-            result
-        }),
+            },
+        )),
+        Opcode::Read => typed_async!(req, |r: clove_abi::msg::ReadRequest| host::audited(
+            kernel,
+            caller,
+            (AuditCategory::Security, "FILE_READ"),
+            json!({"path": r.path, "offset": r.offset, "limit": r.limit}),
+            host::files::read(kernel, caller, r),
+            |_, _| {},
+        )),
+        Opcode::Write => typed_async!(req, |r: clove_abi::msg::WriteRequest| host::audited(
+            kernel,
+            caller,
+            (AuditCategory::Security, "FILE_WRITE"),
+            json!({"path": r.path, "mode": r.mode.as_str(), "bytes": r.content.len(),
+                   "create_dirs": r.create_dirs}),
+            host::files::write(kernel, caller, r),
+            |_, _| {},
+        )),
         Opcode::GetPerms => typed(&req, |r| crate::perms::get(kernel, caller, r)),
         Opcode::SetPerms => typed_async!(req, |r| crate::perms::set(kernel, caller, r)),
         Opcode::GroupCreate => typed_async!(req, |r| group::create(kernel, caller, r)),
@@ -260,24 +245,15 @@ async fn dispatch(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
         Opcode::Keys => typed_async!(req, |r| state::keys(kernel, caller, r)),
         Opcode::GetAuditLog => typed_async!(req, |r| audit::get_log(kernel, caller, r)),
         Opcode::SetAuditConfig => typed_async!(req, |r| audit::set_config(kernel, caller, r)),
-        Opcode::Http => typed_async!(req, |r: clove_abi::msg::HttpRequest| async move {
-            // The URL and method, never headers (they may carry credentials) or bodies.
-            let mut details =
-                serde_json::json!({"url": r.url, "method": r.method, "async": r.is_async});
-            let result = http::http(kernel, caller, r).await;
-            if let Ok(reply) = &result {
-                details["status_code"] = reply.status_code.into();
-            }
-            crate::host::audit(
-                kernel,
-                caller,
-                clove_abi::msg::AuditCategory::Network,
-                "HTTP_REQUEST",
-                details,
-                &result,
-            );
-            result
-        }),
+        // The URL and method, never headers (they may carry credentials) or bodies.
+        Opcode::Http => typed_async!(req, |r: clove_abi::msg::HttpRequest| host::audited(
+            kernel,
+            caller,
+            (AuditCategory::Network, "HTTP_REQUEST"),
+            json!({"url": r.url, "method": r.method, "async": r.is_async}),
+            http::http(kernel, caller, r),
+            |reply, details| details["status_code"] = reply.status_code.into(),
+        )),
         Opcode::AsyncPoll => typed_async!(req, |r| asyncs::poll(kernel, caller, r)),
         Opcode::RecordStart => typed(&req, |r| crate::record::start(kernel, caller, r)),
         Opcode::RecordStop => typed(&req, |r| crate::record::stop(kernel, caller, r)),

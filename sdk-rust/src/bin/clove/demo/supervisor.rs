@@ -1691,7 +1691,8 @@ mod tests {
             .collect()
     }
 
-    struct OneForOne {
+    /// A scenario as the kernel played it: what the judge sees.
+    struct Recorded {
         agents: Vec<Member>,
         events: Vec<Ev>,
         list: Vec<AgentEntry>,
@@ -1699,9 +1700,21 @@ mod tests {
         names: Vec<(String, String)>,
     }
 
-    impl OneForOne {
+    impl Recorded {
+        fn seen(&self) -> Seen<'_> {
+            Seen {
+                events: &self.events,
+                agents: &self.agents,
+                groups: &self.names,
+                list: &self.list,
+                group_list: &self.groups,
+            }
+        }
+    }
+
+    impl Recorded {
         /// As recorded: crashy crashes ~1 s into each run, restarts after 200, 400, 800 ms.
-        fn good() -> OneForOne {
+        fn one_for_one() -> Recorded {
             let agents = vec![
                 member("steady-a", 10, "pool"),
                 member("crashy", 11, "pool"),
@@ -1727,7 +1740,7 @@ mod tests {
                 row(c, AgentState::Running, 3, 4635),
                 row(b, AgentState::Running, 0, b.pid),
             ];
-            OneForOne {
+            Recorded {
                 agents,
                 events,
                 list,
@@ -1735,28 +1748,18 @@ mod tests {
                 names: groups(&[("pool", "pool")]),
             }
         }
-
-        fn seen(&self) -> Seen<'_> {
-            Seen {
-                events: &self.events,
-                agents: &self.agents,
-                groups: &self.names,
-                list: &self.list,
-                group_list: &self.groups,
-            }
-        }
     }
 
     #[test]
     fn one_for_one_as_recorded_is_as_expected() {
-        let s = OneForOne::good();
+        let s = Recorded::one_for_one();
         let checks = judge("one_for_one", &s.seen());
         assert_eq!(verdict(&checks), "as expected", "{checks:#?}");
         assert_eq!(checks.len(), 5);
         assert!(checks[1].evidence.contains("200, 400, 800"), "{checks:#?}");
         assert!(done("one_for_one", &s.seen()));
         // Two restarts in, it is not done yet.
-        let mut early = OneForOne::good();
+        let mut early = Recorded::one_for_one();
         early.events.truncate(9);
         assert!(!done("one_for_one", &early.seen()));
         assert!(!all_gone(&early.seen()));
@@ -1765,7 +1768,7 @@ mod tests {
     #[test]
     fn one_for_one_flags_a_flat_backoff_an_early_restart_and_a_touched_sibling() {
         // The backoff does not double.
-        let mut s = OneForOne::good();
+        let mut s = Recorded::one_for_one();
         for e in &mut s.events {
             if e.event == "AGENT_RESTARTING" {
                 e.data["backoff_ms"] = json!(200);
@@ -1780,7 +1783,7 @@ mod tests {
         ));
 
         // The third restart came 100 ms after its announcement instead of 800.
-        let mut s = OneForOne::good();
+        let mut s = Recorded::one_for_one();
         s.events[11].t_ms = 3914;
         assert_eq!(
             failed("one_for_one", &s.seen()),
@@ -1788,7 +1791,7 @@ mod tests {
         );
 
         // A sibling was restarted along (as one_for_all would).
-        let mut s = OneForOne::good();
+        let mut s = Recorded::one_for_one();
         let a = s.agents[0].clone();
         s.events.insert(4, exited(1100, &a, 0, true));
         s.events.insert(5, restarting(1100, &a, 1, 200));
@@ -1799,7 +1802,7 @@ mod tests {
         );
 
         // Only two restarts seen, and LIST agrees.
-        let mut s = OneForOne::good();
+        let mut s = Recorded::one_for_one();
         s.events.truncate(9);
         s.list[1].restarts = Some(2);
         s.groups[0].restarts = 2;
@@ -1811,17 +1814,9 @@ mod tests {
         assert!(f.contains(&"LIST and GROUP_LIST count the restarts".to_owned()));
     }
 
-    struct OneForAll {
-        agents: Vec<Member>,
-        events: Vec<Ev>,
-        list: Vec<AgentEntry>,
-        groups: Vec<GroupInfo>,
-        names: Vec<(String, String)>,
-    }
-
-    impl OneForAll {
+    impl Recorded {
         /// As recorded: b crashes, c then a are stopped, a, b, c start again.
-        fn good() -> OneForAll {
+        fn one_for_all() -> Recorded {
             let agents = vec![
                 member("a", 13, "team"),
                 member("b", 14, "team"),
@@ -1846,7 +1841,7 @@ mod tests {
                 .iter()
                 .map(|m| row(m, AgentState::Running, 1, 9000))
                 .collect();
-            OneForAll {
+            Recorded {
                 agents,
                 events,
                 list,
@@ -1854,27 +1849,17 @@ mod tests {
                 names: groups(&[("team", "team")]),
             }
         }
-
-        fn seen(&self) -> Seen<'_> {
-            Seen {
-                events: &self.events,
-                agents: &self.agents,
-                groups: &self.names,
-                list: &self.list,
-                group_list: &self.groups,
-            }
-        }
     }
 
     #[test]
     fn one_for_all_as_recorded_is_as_expected() {
-        let s = OneForAll::good();
+        let s = Recorded::one_for_all();
         let checks = judge("one_for_all", &s.seen());
         assert_eq!(verdict(&checks), "as expected", "{checks:#?}");
         assert!(checks[1].evidence.contains("c, a (started a, b, c)"));
         assert!(checks[2].evidence.contains("a, b, c"));
         assert!(done("one_for_all", &s.seen()));
-        let mut early = OneForAll::good();
+        let mut early = Recorded::one_for_all();
         early.events.truncate(11);
         assert!(!done("one_for_all", &early.seen()));
     }
@@ -1882,7 +1867,7 @@ mod tests {
     #[test]
     fn one_for_all_flags_the_wrong_stop_or_start_order_and_one_for_one_behaviour() {
         // Stopped in start order instead of reverse.
-        let mut s = OneForAll::good();
+        let mut s = Recorded::one_for_all();
         s.events.swap(5, 7);
         s.events.swap(6, 8);
         assert_eq!(
@@ -1891,7 +1876,7 @@ mod tests {
         );
 
         // Started again out of order.
-        let mut s = OneForAll::good();
+        let mut s = Recorded::one_for_all();
         s.events.swap(9, 11);
         assert_eq!(
             failed("one_for_all", &s.seen()),
@@ -1899,14 +1884,14 @@ mod tests {
         );
 
         // A start before the last stop.
-        let mut s = OneForAll::good();
+        let mut s = Recorded::one_for_all();
         let a_start = s.events.remove(9);
         s.events.insert(7, a_start);
         assert!(failed("one_for_all", &s.seen())
             .contains(&"all three start again in start order, after the stops".to_owned()));
 
         // Only b restarted (what one_for_one would do).
-        let mut s = OneForAll::good();
+        let mut s = Recorded::one_for_all();
         s.events
             .retain(|e| e.agent_id == 14 || e.event == "AGENT_SPAWNED");
         s.events
@@ -1918,17 +1903,9 @@ mod tests {
         assert!(!done("one_for_all", &s.seen()));
     }
 
-    struct Escalation {
-        agents: Vec<Member>,
-        events: Vec<Ev>,
-        list: Vec<AgentEntry>,
-        groups: Vec<GroupInfo>,
-        names: Vec<(String, String)>,
-    }
-
-    impl Escalation {
+    impl Recorded {
         /// As recorded: 2 restarts, the third crash escalates, both agents exit for good.
-        fn good() -> Escalation {
+        fn escalation() -> Recorded {
             let agents = vec![
                 member("steady", 16, "fragile"),
                 member("crashy", 17, "fragile"),
@@ -1949,7 +1926,7 @@ mod tests {
                 exited(10335, s, 0, false),
                 exited(10336, c, 1, false),
             ];
-            Escalation {
+            Recorded {
                 agents,
                 events,
                 list: Vec::new(),
@@ -1957,27 +1934,17 @@ mod tests {
                 names: groups(&[("fragile", "fragile")]),
             }
         }
-
-        fn seen(&self) -> Seen<'_> {
-            Seen {
-                events: &self.events,
-                agents: &self.agents,
-                groups: &self.names,
-                list: &self.list,
-                group_list: &self.groups,
-            }
-        }
     }
 
     #[test]
     fn escalation_as_recorded_is_as_expected() {
-        let s = Escalation::good();
+        let s = Recorded::escalation();
         let checks = judge("escalation", &s.seen());
         assert_eq!(verdict(&checks), "as expected", "{checks:#?}");
         assert!(checks[1].evidence.contains("gave up (gave_up true)"));
         assert!(done("escalation", &s.seen()));
         assert!(all_gone(&s.seen()));
-        let mut early = Escalation::good();
+        let mut early = Recorded::escalation();
         early.events.truncate(11);
         assert!(!done("escalation", &early.seen()));
     }
@@ -1985,7 +1952,7 @@ mod tests {
     #[test]
     fn escalation_flags_a_group_that_stays_restarts_after_it_or_no_give_up() {
         // The group is still listed, an agent too.
-        let mut s = Escalation::good();
+        let mut s = Recorded::escalation();
         s.groups.push(listed("fragile", 2, &["waiting"]));
         s.list
             .push(row(&s.agents[0].clone(), AgentState::Running, 0, 1016));
@@ -1995,7 +1962,7 @@ mod tests {
         );
 
         // It escalated to a parent instead of giving up.
-        let mut s = Escalation::good();
+        let mut s = Recorded::escalation();
         s.events[8] = group_escalated(10169, "fragile", Some("top"), 2);
         assert_eq!(
             failed("escalation", &s.seen()),
@@ -2003,7 +1970,7 @@ mod tests {
         );
 
         // An agent started again after the escalation, with no AGENT_ESCALATED.
-        let mut s = Escalation::good();
+        let mut s = Recorded::escalation();
         let steady = s.agents[0].clone();
         s.events.remove(9);
         s.events.insert(9, spawned(10400, &steady, 1));
@@ -2013,7 +1980,7 @@ mod tests {
         );
 
         // A third restart before the escalation: the intensity did not hold.
-        let mut s = Escalation::good();
+        let mut s = Recorded::escalation();
         let c = s.agents[1].clone();
         s.events.insert(8, restarting(9990, &c, 3, 400));
         assert_eq!(
@@ -2022,7 +1989,7 @@ mod tests {
         );
 
         // No escalation at all: the group and its agents are still there.
-        let mut s = Escalation::good();
+        let mut s = Recorded::escalation();
         s.events.truncate(8);
         s.groups.push(listed("fragile", 2, &["running", "running"]));
         let (st, c) = (s.agents[0].clone(), s.agents[1].clone());
@@ -2032,18 +1999,10 @@ mod tests {
         assert!(!done("escalation", &s.seen()) && !all_gone(&s.seen()));
     }
 
-    struct Nested {
-        agents: Vec<Member>,
-        events: Vec<Ev>,
-        list: Vec<AgentEntry>,
-        groups: Vec<GroupInfo>,
-        names: Vec<(String, String)>,
-    }
-
-    impl Nested {
+    impl Recorded {
         /// As recorded: the child group restarts crashy once, escalates on its second crash,
         /// the parent restarts the child group.
-        fn good() -> Nested {
+        fn nested() -> Recorded {
             let agents = vec![
                 member("keeper", 18, "parent"),
                 member("crashy", 19, "child"),
@@ -2072,7 +2031,7 @@ mod tests {
             ];
             let mut child = listed("child", 1, &["running", "running"]);
             child.parent = Some("parent".into());
-            Nested {
+            Recorded {
                 agents,
                 events,
                 list,
@@ -2080,28 +2039,18 @@ mod tests {
                 names: groups(&[("parent", "parent"), ("child", "child")]),
             }
         }
-
-        fn seen(&self) -> Seen<'_> {
-            Seen {
-                events: &self.events,
-                agents: &self.agents,
-                groups: &self.names,
-                list: &self.list,
-                group_list: &self.groups,
-            }
-        }
     }
 
     #[test]
     fn nested_as_recorded_is_as_expected() {
-        let s = Nested::good();
+        let s = Recorded::nested();
         let checks = judge("nested", &s.seen());
         assert_eq!(verdict(&checks), "as expected", "{checks:#?}");
         assert!(checks[1]
             .evidence
             .contains("escalated to [parent] (gave_up false)"));
         assert!(done("nested", &s.seen()));
-        let mut early = Nested::good();
+        let mut early = Recorded::nested();
         early.events.truncate(10);
         assert!(!done("nested", &early.seen()));
     }
@@ -2109,7 +2058,7 @@ mod tests {
     #[test]
     fn nested_flags_a_parent_that_escalates_or_touches_its_other_child() {
         // The parent escalated too (beyond its own intensity).
-        let mut s = Nested::good();
+        let mut s = Recorded::nested();
         s.events.push(group_escalated(12500, "parent", None, 2));
         assert_eq!(
             failed("nested", &s.seen()),
@@ -2117,7 +2066,7 @@ mod tests {
         );
 
         // The parent restarted its other worker as well (one_for_all-like).
-        let mut s = Nested::good();
+        let mut s = Recorded::nested();
         let k = s.agents[0].clone();
         s.events.push(exited(12200, &k, 0, true));
         s.list[0] = row(&k, AgentState::Running, 1, 4242);
@@ -2127,7 +2076,7 @@ mod tests {
         );
 
         // The child group handled the second crash itself (no escalation).
-        let mut s = Nested::good();
+        let mut s = Recorded::nested();
         s.events.remove(6);
         let f = failed("nested", &s.seen());
         assert!(
@@ -2138,7 +2087,7 @@ mod tests {
         assert!(!done("nested", &s.seen()));
 
         // The child group is still waiting for its parent.
-        let mut s = Nested::good();
+        let mut s = Recorded::nested();
         s.groups[1].state = "waiting".into();
         assert_eq!(
             failed("nested", &s.seen()),
