@@ -115,6 +115,57 @@ fn exec_runs_commands_for_an_operator() {
         .call(EXEC, json!({"argv": ["/nonexistent/prog"]}))
         .unwrap();
     assert_eq!(r["code"], "not_found", "{r}");
+
+    // async: the original's accept reply now, the real reply through ASYNC_POLL.
+    let r = op
+        .call(
+            EXEC,
+            json!({"command": "sleep 0.2; echo later", "async": true, "request_id": 41}),
+        )
+        .unwrap();
+    assert_eq!(
+        r,
+        json!({"success": true, "stdout": "", "stderr": "", "exit_code": 0, "async": true,
+               "request_id": 41, "status": "accepted"})
+    );
+    let polled = op.call(0x80, json!({"max": 10, "wait_ms": 20000})).unwrap();
+    assert_eq!(polled["count"], 1, "{polled}");
+    let result = &polled["results"][0];
+    assert_eq!(
+        (
+            result["request_id"].as_u64(),
+            result["opcode_name"].as_str()
+        ),
+        (Some(41), Some("EXEC"))
+    );
+    let payload: serde_json::Value =
+        serde_json::from_str(result["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(payload["stdout"], "later\n", "{payload}");
+
+    // Every EXEC is audited: the command, who ran it, how it ended (never the output).
+    let log = op
+        .call(0x76, json!({"category": "SECURITY", "limit": 1000}))
+        .unwrap();
+    let execs: Vec<&serde_json::Value> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "EXEC")
+        .collect();
+    let first = execs
+        .iter()
+        .find(|e| e["details"]["command"] == "echo out; echo err >&2; exit 3")
+        .unwrap_or_else(|| panic!("{execs:#?}"));
+    assert_eq!(first["decided_by"], "operator:0");
+    assert_eq!(first["details"]["exit_code"], 3);
+    assert!(
+        !first.to_string().contains("out\\n"),
+        "no output in the log"
+    );
+    assert!(execs
+        .iter()
+        .any(|e| e["success"] == false && e["details"]["error"]["code"] == "not_found"));
+    assert!(execs.iter().any(|e| e["details"]["async"] == true));
 }
 
 #[test]
