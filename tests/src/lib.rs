@@ -1047,3 +1047,41 @@ pub fn term_stamps(kernel: &Kernel, id: u32) -> Result<Vec<u64>> {
         .filter_map(|n| n.trim().parse().ok())
         .collect())
 }
+
+/// Sends `requests` (`[[opcode, payload], ...]`) on `kernel`'s main socket from a client
+/// running as uid and gid 65534 (an operator that is not root), through
+/// tests/python/requests_as.py; the replies, in order. `None` (a SKIP line printed) when the
+/// test is not root or /usr/bin/python3.11 is missing. The kernel's socket and its temporary
+/// directory are opened to other users for it (this test kernel's own, nothing else).
+pub fn requests_as_nobody(
+    kernel: &Kernel,
+    requests: &serde_json::Value,
+) -> Result<Option<Vec<serde_json::Value>>> {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let python = Path::new("/usr/bin/python3.11");
+    if !nix::unistd::geteuid().is_root() || !python.exists() {
+        eprintln!("SKIP: needs root (to run a client as another uid) and /usr/bin/python3.11");
+        return Ok(None);
+    }
+    let sock = &kernel.socket;
+    std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o666))?;
+    let dir = sock.parent().context("the socket has no directory")?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o001))?;
+    let out = Command::new(python)
+        .arg(python_script("requests_as.py"))
+        .arg(sock)
+        .arg(requests.to_string())
+        .uid(65534)
+        .gid(65534)
+        .output()?;
+    if !out.status.success() {
+        bail!("requests_as.py: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("reply {l:?}")))
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
