@@ -30,6 +30,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use nix::sys::socket::RecvMsg;
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
     SockFlag, SockType,
@@ -192,17 +193,7 @@ pub(crate) fn recv(
             flags | MsgFlags::MSG_CMSG_CLOEXEC,
         ) {
             Ok(msg) => {
-                let mut fds = Vec::new();
-                for c in msg.cmsgs().into_iter().flatten() {
-                    if let ControlMessageOwned::ScmRights(received) = c {
-                        // SAFETY: descriptors just received, owned by nobody else.
-                        fds.extend(
-                            received
-                                .into_iter()
-                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                        );
-                    }
-                }
+                let fds = received_fds(&msg);
                 if msg.bytes == 0 {
                     return Ok(None);
                 }
@@ -422,6 +413,22 @@ impl Drop for Running {
         }
         crate::sync::lock(&self.control.pending).remove(&self.id);
     }
+}
+
+/// The descriptors a message carried (SCM_RIGHTS), now owned by the receiver.
+pub(crate) fn received_fds(msg: &RecvMsg<'_, '_, ()>) -> Vec<OwnedFd> {
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().into_iter().flatten() {
+        if let ControlMessageOwned::ScmRights(received) = c {
+            // SAFETY: descriptors just received, owned by nobody else.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    fds
 }
 
 #[cfg(test)]

@@ -250,20 +250,7 @@ pub fn main() -> ! {
                 Some(&mut space),
                 MsgFlags::MSG_CMSG_CLOEXEC,
             ) {
-                Ok(msg) => {
-                    let mut fds = Vec::new();
-                    for c in msg.cmsgs().into_iter().flatten() {
-                        if let ControlMessageOwned::ScmRights(received) = c {
-                            // SAFETY: descriptors just received, owned by nobody else.
-                            fds.extend(
-                                received
-                                    .into_iter()
-                                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                            );
-                        }
-                    }
-                    (msg.bytes, fds)
-                }
+                Ok(msg) => (msg.bytes, super::control::received_fds(&msg)),
                 Err(nix::errno::Errno::EINTR) => continue,
                 // The kernel is gone.
                 Err(_) => std::process::exit(0),
@@ -344,24 +331,9 @@ fn clone_init(flags: i32, fds: &[OwnedFd], has_netns: bool) -> io::Result<(i64, 
         },
     };
     let mut pidfd: libc::c_int = -1;
-    // SAFETY: a fork-like clone (no CLONE_VM, stack 0 = a copy-on-write copy of ours) of
-    // this single-threaded process, so the child may run ordinary code; it runs only
-    // `child_main`, which never returns. CLONE_PARENT makes init the kernel's child, not
-    // ours. `pidfd` receives the CLOEXEC pidfd (CLONE_PIDFD).
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::CLONE_PARENT | libc::CLONE_PIDFD) as libc::c_ulong,
-            0 as libc::c_ulong,
-            &mut pidfd as *mut libc::c_int,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
-    };
-    if rc == 0 {
-        // SAFETY: we are the child of the clone above; see `child_main`.
-        unsafe { launch::child_main(&plan) }
-    }
+    // This process is single-threaded, so the child may run ordinary code. CLONE_PARENT
+    // makes init the kernel's child, not ours.
+    let rc = launch::clone_fork(flags | libc::CLONE_PARENT, &plan, &mut pidfd);
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -867,26 +867,9 @@ fn launch(
             None => clone_vfork(flags, &plan, &mut pidfd),
         }
     } else {
-        // SAFETY: a fork-like clone (no CLONE_VM, stack 0 = a copy-on-write copy of ours).
-        // The child runs only `child_main`, which makes async-signal-safe calls on memory
-        // prepared above and never returns. `pidfd` receives the CLOEXEC pidfd
-        // (CLONE_PIDFD). This child waits for its go byte before it execs, so it cannot
-        // borrow our memory the way `clone_vfork` does.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                (flags | libc::CLONE_PIDFD | libc::SIGCHLD) as libc::c_ulong,
-                0 as libc::c_ulong,
-                &mut pidfd as *mut libc::c_int,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            )
-        };
-        if rc == 0 {
-            // SAFETY: we are the child of the clone above; see `child_main`.
-            unsafe { child_main(&plan) }
-        }
-        rc
+        // This child waits for its go byte before it execs, so it cannot borrow our memory
+        // the way `clone_vfork` does.
+        clone_fork(flags | libc::SIGCHLD, &plan, &mut pidfd)
     };
     if rc < 0 {
         let what = if process.sandboxed || !process.network {
@@ -933,6 +916,34 @@ const VFORK_STACK: usize = 256 << 10;
 ///
 /// Every signal is blocked around the clone: a handler of the kernel's (tokio's signal
 /// driver) must never run in the child, where it would write into our memory. The child
+/// A fork-like clone (no `CLONE_VM`, stack 0: a copy-on-write copy of this process) with
+/// `flags | CLONE_PIDFD`, whose child runs only [`child_main`] on `plan`. Returns the clone's
+/// result (the child's pid, or -1 with errno set); `pidfd` receives its CLOEXEC pidfd.
+pub(crate) fn clone_fork(
+    flags: libc::c_int,
+    plan: &ChildPlan,
+    pidfd: &mut libc::c_int,
+) -> libc::c_long {
+    // SAFETY: the child of a fork-like clone runs only `child_main`, which makes
+    // async-signal-safe calls on memory prepared before the clone and never returns; the
+    // parent's memory is not shared.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::CLONE_PIDFD) as libc::c_ulong,
+            0 as libc::c_ulong,
+            pidfd as *mut libc::c_int,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if rc == 0 {
+        // SAFETY: we are the child of the clone above; see `child_main`.
+        unsafe { child_main(plan) }
+    }
+    rc
+}
+
 /// resets every disposition to the default before it unblocks (`reset_signals`).
 pub(crate) fn clone_vfork(
     flags: libc::c_int,

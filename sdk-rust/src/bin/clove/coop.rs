@@ -209,23 +209,6 @@ pub fn kv(client: &mut Client, out: &mut impl Write, json: bool, cmd: &Kv) -> Re
     Ok(())
 }
 
-/// The event types `clove events` subscribes to when none is named: every kernel type, and
-/// every custom one.
-const ALL_TYPES: &[&str] = &[
-    "AGENT_SPAWNED",
-    "AGENT_EXITED",
-    "AGENT_PAUSED",
-    "AGENT_RESUMED",
-    "AGENT_RESTARTING",
-    "AGENT_ESCALATED",
-    "MESSAGE_RECEIVED",
-    "STATE_CHANGED",
-    "SYSCALL_BLOCKED",
-    "RESOURCE_WARNING",
-    "CUSTOM",
-    "GROUP_ESCALATED",
-];
-
 /// `clove events`: subscribes, then prints events as they come, one line each. Without
 /// `follow`, it prints what arrives within `wait` (default 1 s) and stops.
 pub fn events(
@@ -236,8 +219,12 @@ pub fn events(
     follow: bool,
     wait: Option<Duration>,
 ) -> Result<(), Failure> {
+    // None named: every kernel type (CUSTOM brings every custom one).
     let names: Vec<&str> = if types.is_empty() {
-        ALL_TYPES.to_vec()
+        clove_sdk::msg::EventType::ALL
+            .iter()
+            .map(|t| t.as_str())
+            .collect()
     } else {
         types.iter().map(String::as_str).collect()
     };
