@@ -240,6 +240,17 @@ impl Groups {
             ));
         }
         let mut t = lock(&self.table);
+        // Each group is a task and a saved row: bounded like the agents it supervises.
+        if t.by_name.len() >= self.agents.host.max_agents {
+            return Err(WireError::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "create group {:?}: {} groups exist, the configured max_agents",
+                    req.name,
+                    t.by_name.len()
+                ),
+            ));
+        }
         if t.by_name.contains_key(&req.name) {
             return Err(WireError::new(
                 ErrorCode::AlreadyExists,
