@@ -73,19 +73,6 @@ pub fn grant(parent: Option<&Agent>, req: &SpawnRequest) -> Result<Permissions, 
     }
 }
 
-/// Whether `caller` is `target` or one of its ancestors (agents only).
-fn is_ancestor_or_self(kernel: &Kernel, caller: u32, target: &Agent) -> bool {
-    let mut cur = Some(target.id);
-    for _ in 0..64 {
-        let Some(id) = cur else { return false };
-        if id == caller {
-            return true;
-        }
-        cur = kernel.agents.get(id).and_then(|a| a.parent);
-    }
-    false
-}
-
 /// The agent a GET_PERMS or SET_PERMS is about, after checking that the caller may see or
 /// change it: the named one, or the calling agent itself.
 fn target(
@@ -103,7 +90,7 @@ fn target(
         WireError::new(ErrorCode::NotFound, format!("{verb}: no live agent {id}"))
     })?;
     let allowed = if caller.agent {
-        is_ancestor_or_self(kernel, caller.id, &agent)
+        kernel.agents.is_self_or_ancestor(caller.id, &agent)
     } else {
         caller.uid == 0 || caller.uid == agent.owner_uid
     };

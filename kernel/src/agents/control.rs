@@ -33,22 +33,7 @@ pub fn authorize(
     verb: &str,
 ) -> Result<(), WireError> {
     let allowed = if caller.agent {
-        // Itself or a descendant.
-        let mut cur = Some(agent.id);
-        let mut hops = 0;
-        let mut found = false;
-        while let Some(id) = cur {
-            if id == caller.id {
-                found = true;
-                break;
-            }
-            hops += 1;
-            if hops > 64 {
-                break;
-            }
-            cur = agents.get(id).and_then(|a| a.parent);
-        }
-        found
+        agents.is_self_or_ancestor(caller.id, agent)
     } else {
         caller.uid == 0 || caller.uid == agent.owner_uid
     };

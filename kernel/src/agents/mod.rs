@@ -461,6 +461,21 @@ impl Agents {
         }
     }
 
+    /// Whether agent `caller` is `agent` itself or one of its (live) ancestors: what an agent
+    /// may act on.
+    pub fn is_self_or_ancestor(&self, caller: u32, agent: &Agent) -> bool {
+        let mut cur = Some(agent.id);
+        // Parents form a tree; the bound only guards against a cycle that cannot happen.
+        for _ in 0..64 {
+            let Some(id) = cur else { return false };
+            if id == caller {
+                return true;
+            }
+            cur = self.get(id).and_then(|a| a.parent);
+        }
+        false
+    }
+
     /// A live agent by id.
     pub fn get(&self, id: u32) -> Option<Arc<Agent>> {
         lock(&self.table).live.get(&id).cloned()
