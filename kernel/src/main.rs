@@ -13,6 +13,7 @@ mod host;
 mod ids;
 mod ipc;
 mod kernel;
+mod llm;
 mod perms;
 mod record;
 mod sandbox;
