@@ -153,6 +153,8 @@ opcodes! {
     GroupList = 0xD4 => "GROUP_LIST",
     /// Ours: stop a supervisor group's tree for good.
     GroupStop = 0xD5 => "GROUP_STOP",
+    /// Ours: the LLM scheduler's state and per-agent LLM figures.
+    LlmStats = 0xD6 => "LLM_STATS",
     /// Report LLM usage an SDK incurred itself.
     LlmReport = 0xF0 => "LLM_REPORT",
     /// Handshake: protocol version and features.

@@ -119,16 +119,15 @@ impl ThinkRequest {
     }
 }
 
-/// THINK reply `usage` (Extension): the tokens the call used.
+/// THINK reply `usage` (extension): `{input, output}`, the tokens the call used as the
+/// provider counted them; `tokens` is their sum.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct LlmUsage {
     /// Tokens in the prompt (and image, system instruction, tools).
-    pub prompt_tokens: u64,
+    pub input: u64,
     /// Tokens in the answer (including reasoning tokens).
-    pub completion_tokens: u64,
-    /// `prompt_tokens + completion_tokens` as the provider reports it.
-    pub total_tokens: u64,
+    pub output: u64,
 }
 
 /// THINK reply: `{success, content, tokens}`, or the async accept reply
@@ -147,9 +146,16 @@ pub struct ThinkReply {
     /// as 0 when absent).
     #[serde(default)]
     pub tokens: u64,
+    /// Extension: the provider that answered: `openai`, `gemini`, `anthropic`, or
+    /// `simulated` (a stand-in whose answers are made up, for demos and benchmarks).
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub provider: Option<String>,
     /// Extension: the model that answered.
     #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
     pub model: Option<String>,
+    /// Extension: how long the request waited in the kernel's queue for its turn, in ms.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub queue_ms: Option<u64>,
     /// Extension: the token counts split by prompt and answer.
     #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
     pub usage: Option<LlmUsage>,
@@ -245,7 +251,87 @@ pub struct LlmReportReply {
     pub error: Option<String>,
 }
 
+/// LLM_STATS `{agent_id?}` (ours): the LLM scheduler's state and per-agent LLM figures.
+/// Without `agent_id`: every caller the kernel has figures for that the asker may see (an
+/// agent sees itself; an operator sees its own agents, root sees all).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct LlmStatsRequest {
+    /// Only this agent.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub agent_id: Option<u32>,
+}
+
+/// LLM_STATS reply: `{success, provider, model, scheduler, agents}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct LlmStatsReply {
+    /// The figures were read.
+    pub success: bool,
+    /// The default provider's kind (`openai`, `gemini`, `anthropic`, `simulated`).
+    pub provider: String,
+    /// The default model.
+    pub model: String,
+    /// The scheduler as a whole.
+    pub scheduler: LlmSchedulerStats,
+    /// One row per caller, by id.
+    pub agents: Vec<LlmAgentStats>,
+}
+
+/// LLM_STATS `scheduler`: `{policy, max_in_flight, in_flight, queued}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct LlmSchedulerStats {
+    /// `vtc`, `fifo` or `round_robin`.
+    pub policy: String,
+    /// Most provider calls at once.
+    pub max_in_flight: u32,
+    /// Provider calls running now.
+    pub in_flight: u32,
+    /// Requests waiting for their turn now.
+    pub queued: u32,
+}
+
+/// One caller's LLM figures since the kernel started (an agent's survive its restarts).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct LlmAgentStats {
+    /// The agent's id (or an operator connection's).
+    pub agent_id: u32,
+    /// The agent's name; absent for an operator connection.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub name: Option<String>,
+    /// THINK calls answered by the model.
+    pub calls: u64,
+    /// THINK calls that failed (provider error, timeout, quota, queue full).
+    pub errors: u64,
+    /// THINK calls cancelled (the caller went away while waiting or in flight).
+    pub cancelled: u64,
+    /// Prompt tokens of answered calls.
+    pub input_tokens: u64,
+    /// Answer tokens of answered calls.
+    pub output_tokens: u64,
+    /// Tokens reported with LLM_REPORT.
+    pub reported_tokens: u64,
+    /// Mean wait in the queue, ms.
+    #[cfg_attr(test, proptest(strategy = "crate::msg::lifecycle::finite_f64()"))]
+    pub queue_ms_avg: f64,
+    /// Longest wait in the queue, ms.
+    pub queue_ms_max: u64,
+    /// Requests waiting now.
+    pub queued: u32,
+    /// Calls running now.
+    pub in_flight: u32,
+    /// The scheduler's service counter (weighted cost received: input + 2 × output tokens).
+    #[cfg_attr(test, proptest(strategy = "crate::msg::lifecycle::finite_f64()"))]
+    pub service: f64,
+    /// The scheduling weight (`permissions.llm.weight`).
+    #[cfg_attr(test, proptest(strategy = "crate::msg::lifecycle::finite_f64()"))]
+    pub weight: f64,
+}
+
 syscall! {
     ThinkRequest => Think, ThinkReply;
     LlmReportRequest => LlmReport, LlmReportReply;
+    LlmStatsRequest => LlmStats, LlmStatsReply;
 }

@@ -113,6 +113,7 @@ macro_rules! for_each_syscall {
             GroupCreate => $crate::msg::GroupCreateRequest, $crate::msg::GroupCreateReply;
             GroupList => $crate::msg::GroupListRequest, $crate::msg::GroupListReply;
             GroupStop => $crate::msg::GroupStopRequest, $crate::msg::GroupStopReply;
+            LlmStats => $crate::msg::LlmStatsRequest, $crate::msg::LlmStatsReply;
             Hello => $crate::msg::HelloRequest, $crate::msg::HelloReply;
             Exit => $crate::msg::ExitRequest, $crate::msg::ExitReply;
         }

@@ -98,10 +98,10 @@ impl Default for FilesystemPerms {
     }
 }
 
-/// `permissions.llm`: THINK quotas and what has been used of them.
+/// `permissions.llm`: THINK quotas, what has been used of them, and the scheduling weight.
 ///
-/// Every field defaults to 0.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Every field defaults to 0, except `weight` (1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[serde(default)]
 pub struct LlmPerms {
@@ -114,6 +114,33 @@ pub struct LlmPerms {
     pub tokens_used: u64,
     /// THINK calls made so far. Reported by GET_PERMS; ignored in SET_PERMS and SPAWN.
     pub calls_made: u64,
+    /// Extension: the agent's share of the LLM when agents compete for it, relative to the
+    /// others' (an agent of weight 2 is served twice the tokens of one of weight 1 while both
+    /// wait); 1 to [`LlmPerms::MAX_WEIGHT`] (0 reads as 1).
+    pub weight: u32,
+}
+
+impl LlmPerms {
+    /// The largest scheduling weight.
+    pub const MAX_WEIGHT: u32 = 1000;
+
+    /// The scheduling weight in use: `weight` within 1..=[`LlmPerms::MAX_WEIGHT`].
+    pub fn effective_weight(&self) -> u32 {
+        self.weight.clamp(1, LlmPerms::MAX_WEIGHT)
+    }
+}
+
+impl Default for LlmPerms {
+    /// No quotas, nothing used, weight 1.
+    fn default() -> Self {
+        LlmPerms {
+            max_tokens: 0,
+            max_calls: 0,
+            tokens_used: 0,
+            calls_made: 0,
+            weight: 1,
+        }
+    }
 }
 
 /// The glob matching every path.
@@ -213,7 +240,8 @@ impl Permissions {
         let think = !self.can_think
             || (other.can_think
                 && limit_within(self.llm.max_tokens, other.llm.max_tokens)
-                && limit_within(self.llm.max_calls, other.llm.max_calls));
+                && limit_within(self.llm.max_calls, other.llm.max_calls)
+                && self.llm.effective_weight() <= other.llm.effective_weight());
         let spawn = !self.can_spawn || other.can_spawn;
         read && write && exec && http && think && spawn
     }

@@ -161,17 +161,18 @@ fn think_reply_has_the_original_keys() {
         sent(&r),
         json!({"success": true, "content": "hello", "tokens": 12})
     );
-    // content "hello", tokens 12, then seven absent extensions.
+    // content "hello", tokens 12, then nine absent extensions.
     assert_eq!(
         encode(Codec::Postcard, &r).unwrap(),
-        hex("01  05 68 65 6c 6c 6f  0c  00 00 00 00 00 00 00")
+        hex("01  05 68 65 6c 6c 6f  0c  00 00 00 00 00 00 00 00 00")
     );
     let full = ThinkReply {
+        provider: Some("simulated".into()),
         model: Some("m".into()),
+        queue_ms: Some(3),
         usage: Some(LlmUsage {
-            prompt_tokens: 5,
-            completion_tokens: 7,
-            total_tokens: 12,
+            input: 5,
+            output: 7,
         }),
         finish_reason: Some("stop".into()),
         tool_calls: Some(Json(json!([{"name": "f", "args": {}}]))),
@@ -180,8 +181,8 @@ fn think_reply_has_the_original_keys() {
     assert_eq!(
         sent(&full),
         json!({
-            "success": true, "content": "hello", "tokens": 12, "model": "m",
-            "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+            "success": true, "content": "hello", "tokens": 12, "provider": "simulated",
+            "model": "m", "queue_ms": 3, "usage": {"input": 5, "output": 7},
             "finish_reason": "stop", "tool_calls": [{"name": "f", "args": {}}]
         })
     );
@@ -197,11 +198,11 @@ fn think_accept_reply_has_the_original_keys() {
         json!({"success": true, "content": "", "tokens": 0, "async": true, "request_id": 5,
                "status": "accepted"})
     );
-    // content "", tokens 0, four absent extensions, async Some(true), request_id Some(5),
+    // content "", tokens 0, six absent extensions, async Some(true), request_id Some(5),
     // status Some("accepted") (8 bytes).
     assert_eq!(
         encode(Codec::Postcard, &r).unwrap(),
-        hex("01 00 00  00 00 00 00  01 01  01 05  01 08 61 63 63 65 70 74 65 64")
+        hex("01 00 00  00 00 00 00 00 00  01 01  01 05  01 08 61 63 63 65 70 74 65 64")
     );
     // The original's accept reply has no content and no tokens.
     let back: ThinkReply =

@@ -33,6 +33,7 @@ fn custom() -> Permissions {
             max_calls: 0,
             tokens_used: 0,
             calls_made: 0,
+            weight: 2,
         },
         max_exec_time_ms: 5000,
     }
@@ -43,7 +44,7 @@ const CUSTOM_JSON: &str = concat!(
     r#"{"can_exec":true,"can_read":true,"can_write":false,"can_think":true,"can_spawn":false,"#,
     r#""can_http":true,"filesystem":{"read":["/d/**"],"write":[],"blocked":["/d/k"]},"#,
     r#""exec":["ls"],"blocked_commands":[],"network":["*.x.io"],"http_methods":["GET"],"#,
-    r#""llm":{"max_tokens":1000,"max_calls":0,"tokens_used":0,"calls_made":0},"#,
+    r#""llm":{"max_tokens":1000,"max_calls":0,"tokens_used":0,"calls_made":0,"weight":2},"#,
     r#""max_exec_time_ms":5000}"#
 );
 
@@ -56,7 +57,7 @@ const CUSTOM_POSTCARD: &str = "
     00
     01 06 2a 2e 78 2e 69 6f
     01 03 47 45 54
-    e8 07  00  00  00
+    e8 07  00  00  00  02
     88 27";
 
 /// The standard level as the original's GET_PERMS reply spells it.
@@ -66,7 +67,8 @@ fn standard_json() -> Value {
         "can_spawn": true, "can_http": false,
         "filesystem": {"read": ["**"], "write": ["**"], "blocked": []},
         "exec": [], "blocked_commands": [], "network": [], "http_methods": [],
-        "llm": {"max_tokens": 0, "max_calls": 0, "tokens_used": 0, "calls_made": 0},
+        "llm": {"max_tokens": 0, "max_calls": 0, "tokens_used": 0, "calls_made": 0,
+                "weight": 1},
         "max_exec_time_ms": 0
     })
 }
@@ -126,7 +128,7 @@ fn get_perms_reply_has_the_original_keys() {
     // postcard: success, the standard level (read/write/think/spawn, `**` twice), two Nones.
     assert_eq!(
         encode(Codec::Postcard, &r).unwrap(),
-        hex("01  00 01 01 01 01 00  01 02 2a 2a  01 02 2a 2a  00  00 00 00 00  00 00 00 00  00  00 00")
+        hex("01  00 01 01 01 01 00  01 02 2a 2a  01 02 2a 2a  00  00 00 00 00  00 00 00 00 01  00  00 00")
     );
     let r = GetPermsReply {
         permissions: custom(),
