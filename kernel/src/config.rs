@@ -15,6 +15,9 @@ use clove_abi::paths;
 
 use crate::host::http::Cidr;
 
+pub mod llm;
+pub use llm::LlmConfig;
+
 /// The system-wide config file, read when present and no `--config` is given.
 pub const SYSTEM_CONFIG: &str = "/etc/clove/clove.toml";
 
@@ -161,6 +164,32 @@ pub struct Flags {
     #[arg(long, env = "CLOVE_ASYNC_RESULTS", value_name = "N")]
     pub async_results: Option<usize>,
 
+    // THINK (kernel/src/llm/); the rest of the LLM settings are in the file's [llm] table.
+    /// The LLM provider THINK uses by default: openai, gemini, anthropic, simulated, or a
+    /// provider configured in [llm.providers.NAME] [default: the first of gemini, anthropic,
+    /// openai whose key is set in the environment (GEMINI_API_KEY or GOOGLE_API_KEY,
+    /// ANTHROPIC_API_KEY, OPENAI_API_KEY), else simulated]
+    #[arg(long, env = "CLOVE_LLM_PROVIDER", value_name = "NAME")]
+    pub llm_provider: Option<String>,
+
+    /// The model THINK uses when a request names none [default: the provider's]
+    #[arg(long, env = "CLOVE_LLM_MODEL", value_name = "MODEL")]
+    pub llm_model: Option<String>,
+
+    /// The default provider's base URL, e.g. http://127.0.0.1:11434/v1 for Ollama with
+    /// --llm-provider openai [default: the provider's public endpoint]
+    #[arg(long, env = "CLOVE_LLM_BASE_URL", value_name = "URL")]
+    pub llm_base_url: Option<String>,
+
+    /// How THINK requests of competing agents are ordered: vtc (fair share of tokens),
+    /// fifo, round_robin [default: vtc]
+    #[arg(long, env = "CLOVE_LLM_SCHEDULER", value_name = "POLICY")]
+    pub llm_scheduler: Option<String>,
+
+    /// Most LLM calls in flight at once, all agents together [default: 4]
+    #[arg(long, env = "CLOVE_LLM_MAX_IN_FLIGHT", value_name = "N")]
+    pub llm_max_in_flight: Option<usize>,
+
     /// Print the effective configuration as TOML and exit
     #[arg(long)]
     pub print_config: bool,
@@ -213,6 +242,7 @@ struct FileConfig {
     http_max_response: Option<u64>,
     http_max_timeout_secs: Option<u64>,
     async_results: Option<usize>,
+    llm: Option<llm::FileLlm>,
 }
 
 /// `http_resolve` values in the file: one address or a list.
@@ -279,6 +309,8 @@ pub struct Config {
     pub http_max_timeout: Duration,
     /// Most async requests in flight plus results waiting, per caller.
     pub async_results: usize,
+    /// THINK: providers, models, the scheduler (`[llm]`).
+    pub llm: LlmConfig,
 }
 
 fn ser_compat<S: serde::Serializer>(v: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
@@ -454,6 +486,17 @@ pub fn load(flags: &Flags, host: &Host) -> Result<Config, ConfigError> {
                 .unwrap_or(300),
         ),
         async_results: flags.async_results.or(file.async_results).unwrap_or(256),
+        llm: llm::load(
+            file.llm.unwrap_or_default(),
+            &llm::LlmFlags {
+                provider: flags.llm_provider.clone(),
+                model: flags.llm_model.clone(),
+                base_url: flags.llm_base_url.clone(),
+                scheduler: flags.llm_scheduler.clone(),
+                max_in_flight: flags.llm_max_in_flight,
+            },
+            &|var| std::env::var(var).ok(),
+        )?,
     };
     config.validate()?;
     Ok(config)

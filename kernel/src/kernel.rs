@@ -50,6 +50,8 @@ pub struct Kernel {
     pub asyncs: Arc<Asyncs>,
     /// Recording and replay (RECORD_*, REPLAY_*).
     pub recorder: crate::record::Recorder,
+    /// THINK: the LLM providers and the fair scheduler in front of them.
+    pub llm: Arc<crate::llm::Llm>,
 }
 
 impl Kernel {
@@ -89,11 +91,13 @@ impl Kernel {
             max_timeout: config.http_max_timeout,
         })?);
         let asyncs = Asyncs::new(config.async_results, stopping.clone());
+        let llm = crate::llm::Llm::new(&config.llm)?;
         let observers: Vec<Observer> = vec![
             publish_lifecycle(Arc::clone(&events)),
             crate::audit::observer(Arc::clone(&audit), Arc::clone(&table)),
             release_on_exit(Arc::clone(&ipc), Arc::clone(&events), Arc::clone(&state)),
             release_asyncs_on_exit(Arc::clone(&asyncs)),
+            cancel_llm_on_exit(Arc::clone(&llm)),
         ];
         let agents = Arc::new(Agents::new(host, observers));
         let _ = table.set(Arc::downgrade(&agents));
@@ -111,6 +115,7 @@ impl Kernel {
             http,
             asyncs,
             recorder: crate::record::Recorder::new(),
+            llm,
         })
     }
 
@@ -410,6 +415,21 @@ fn release_on_exit(ipc: Arc<Ipc>, events: Arc<Events>, state: Arc<StateStore>) -
                     );
                 }
             });
+        }
+    })
+}
+
+/// An agent's THINK calls, queued or running, end with its process (a restarted agent is a
+/// new process: nobody waits for the old one's answers); what is counted of it goes when it
+/// exits for good.
+fn cancel_llm_on_exit(llm: Arc<crate::llm::Llm>) -> Observer {
+    Box::new(move |event| {
+        if let LifecycleEvent::Exited { id, restarting, .. } = event {
+            if *restarting {
+                llm.cancel(*id);
+            } else {
+                llm.forget(*id);
+            }
         }
     })
 }

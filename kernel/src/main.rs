@@ -144,6 +144,15 @@ fn run(config: Config) -> anyhow::Result<()> {
             "clove-kernel ready; try: clove --socket {} status",
             kernel.config.socket.display()
         );
+        tracing::info!("LLM: {}", kernel.llm.describe());
+        if kernel.llm.is_simulated() {
+            tracing::warn!(
+                "LLM: THINK answers come from the simulated provider (no model is asked; every \
+                 reply says \"provider\": \"simulated\"); for a real model set \
+                 GEMINI_API_KEY, GOOGLE_API_KEY, ANTHROPIC_API_KEY or OPENAI_API_KEY, or use \
+                 --llm-provider"
+            );
+        }
         kernel.start_background().await;
         let listeners = server::install(&kernel, shutdown);
         // The agents an earlier kernel saved come back before the main sockets accept, so

@@ -1,1 +1,30 @@
-//! (in progress)
+//! TEMPORARY placeholder.
+use super::provider::{Answer, BoxFuture, Prompt, Provider, ProviderError, ProviderSettings};
+use tokio::time::Instant;
+
+/// Placeholder.
+#[derive(Debug)]
+pub struct Gemini(ProviderSettings);
+
+impl Gemini {
+    /// Placeholder.
+    pub fn new(settings: ProviderSettings, _client: reqwest::Client) -> Self {
+        Gemini(settings)
+    }
+}
+
+impl Provider for Gemini {
+    fn kind(&self) -> &'static str {
+        "gemini"
+    }
+    fn default_model(&self) -> &str {
+        "m"
+    }
+    fn call<'a>(
+        &'a self,
+        _p: &'a Prompt,
+        _d: Instant,
+    ) -> BoxFuture<'a, Result<Answer, ProviderError>> {
+        Box::pin(async move { Err(ProviderError::Invalid(format!("{} not built", self.0.name))) })
+    }
+}

@@ -194,3 +194,13 @@ pub struct ProviderSettings {
     /// Ask for a streamed answer and assemble it (OpenAI-compatible only).
     pub stream: bool,
 }
+
+/// TEMPORARY (replaced by the providers' work): one attempt, no retries.
+pub async fn call_with_retries(
+    provider: &dyn Provider,
+    prompt: &Prompt,
+    deadline: Instant,
+    _retries: u32,
+) -> Result<Answer, ProviderError> {
+    provider.call(prompt, deadline).await
+}

@@ -148,6 +148,7 @@ pub async fn serve(
         kernel.ipc.release(caller.id);
         kernel.events.forget(caller.id);
         kernel.asyncs.release(caller.id);
+        kernel.llm.forget(caller.id);
     }
     tracing::debug!(conn = caller.id, "connection closed: {end}");
 }

@@ -14,6 +14,7 @@ mod group;
 mod http;
 mod ipc;
 mod lifecycle;
+mod llm;
 mod session;
 mod state;
 
@@ -153,6 +154,10 @@ pub fn cancel_safe(opcode: u8) -> bool {
                 // finishing for a client that has gone (async ones are queued before any
                 // await, and cancelled with their caller's release).
                 | Opcode::Http
+                // A dropped THINK leaves the queue, or frees its slot, and its agent's call
+                // stays counted; the answer would have nobody to go to.
+                | Opcode::Think
+                | Opcode::LlmStats
         )
     )
 }
@@ -255,6 +260,25 @@ async fn dispatch(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
             |reply, details| details["status_code"] = reply.status_code.into(),
         )),
         Opcode::AsyncPoll => typed_async!(req, |r| asyncs::poll(kernel, caller, r)),
+        // Metadata only: never the prompt or the answer.
+        Opcode::Think => typed_async!(req, |r: clove_abi::msg::ThinkRequest| host::audited(
+            kernel,
+            caller,
+            (AuditCategory::Resource, "LLM_THINK"),
+            json!({"model": r.model, "async": r.is_async, "prompt_bytes": r.prompt.len(),
+                   "image": r.image.is_some(), "tools": r.tools.is_some()}),
+            llm::think(kernel, caller, r),
+            |reply, details| {
+                if !reply.is_accepted() {
+                    details["provider"] = reply.provider.clone().into();
+                    details["model"] = reply.model.clone().into();
+                    details["tokens"] = reply.tokens.into();
+                    details["queue_ms"] = reply.queue_ms.into();
+                }
+            },
+        )),
+        Opcode::LlmReport => typed(&req, |r| llm::report(kernel, caller, r)),
+        Opcode::LlmStats => typed(&req, |r| llm::stats(kernel, caller, r)),
         Opcode::RecordStart => typed(&req, |r| crate::record::start(kernel, caller, r)),
         Opcode::RecordStop => typed(&req, |r| crate::record::stop(kernel, caller, r)),
         Opcode::RecordStatus => typed(&req, |r| crate::record::status(kernel, caller, r)),
@@ -370,6 +394,9 @@ pub const IMPLEMENTED: &[Opcode] = &[
     Opcode::SetAuditConfig,
     Opcode::Http,
     Opcode::AsyncPoll,
+    Opcode::Think,
+    Opcode::LlmReport,
+    Opcode::LlmStats,
     Opcode::RecordStart,
     Opcode::RecordStop,
     Opcode::RecordStatus,

@@ -17,6 +17,8 @@ mod coop;
 mod demo;
 #[path = "clove/group.rs"]
 mod group;
+#[path = "clove/llm.rs"]
+mod llm;
 #[path = "clove/table.rs"]
 mod table;
 
@@ -218,6 +220,19 @@ enum Command {
         #[arg(value_name = "TYPE")]
         types: Vec<String>,
     },
+    /// Ask the kernel's shared LLM (THINK) and print the answer
+    ///
+    /// The answer goes to stdout; the provider, model, tokens and queue time to stderr. The
+    /// kernel picks the provider (see clove-kernel --llm-provider); without a configured
+    /// one, answers are simulated and say so.
+    #[command(after_help = "Examples:
+  clove think \"Summarise RFC 9110 in one line\"
+  clove think --model anthropic:claude-sonnet-4-5 --max-tokens 200 \"...\"
+  clove think --json \"hello\"")]
+    Think(llm::ThinkArgs),
+    /// Show the LLM scheduler and each agent's LLM use: calls, tokens, queue wait
+    /// (LLM_STATS)
+    Llm,
     /// Supervisor groups: create, list, stop (GROUP_CREATE, GROUP_LIST, GROUP_STOP)
     #[command(subcommand)]
     Group(group::GroupCmd),
@@ -377,12 +392,18 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
     }
     let mut client = Client::connect(cli.socket.as_deref())?.with_codec(cli.codec.into());
-    client.set_timeout(Some(cli.timeout.unwrap_or(DEFAULT_TIMEOUT)))?;
+    let default_timeout = match &cli.command {
+        Command::Think(_) => llm::THINK_TIMEOUT,
+        _ => DEFAULT_TIMEOUT,
+    };
+    client.set_timeout(Some(cli.timeout.unwrap_or(default_timeout)))?;
     let json = cli.json;
     let c = &mut client;
     match &cli.command {
         Command::Ping { count, size } => ping(cli, c, &mut out, *count, *size),
         Command::Status => status(cli, c, &mut out),
+        Command::Think(args) => llm::think(c, &mut out, json, args),
+        Command::Llm => llm::stats(c, &mut out, json),
         Command::Run(args) => agents::run(c, &mut out, json, args),
         Command::Ps { all } => agents::ps(c, &mut out, json, *all),
         Command::Kill { agent } => agents::control(c, &mut out, json, Control::Kill, agent),
