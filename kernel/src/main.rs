@@ -145,12 +145,12 @@ fn run(config: Config) -> anyhow::Result<()> {
             kernel.config.socket.display()
         );
         tracing::info!("LLM: {}", kernel.llm.describe());
-        if kernel.llm.is_simulated() {
+        if kernel.llm.fell_back_to_simulated() {
             tracing::warn!(
-                "LLM: THINK answers come from the simulated provider (no model is asked; every \
-                 reply says \"provider\": \"simulated\"); for a real model set \
-                 GEMINI_API_KEY, GOOGLE_API_KEY, ANTHROPIC_API_KEY or OPENAI_API_KEY, or use \
-                 --llm-provider"
+                "LLM: no provider named and no key found: THINK answers come from the \
+                 simulated provider (no model is asked; every reply says \"provider\": \
+                 \"simulated\"); for a real model set GEMINI_API_KEY, GOOGLE_API_KEY, \
+                 ANTHROPIC_API_KEY or OPENAI_API_KEY, or use --llm-provider"
             );
         }
         kernel.start_background().await;

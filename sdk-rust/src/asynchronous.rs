@@ -102,6 +102,8 @@ impl AsyncClient {
 
     crate::coop::coop_methods!(async; .await);
 
+    crate::llm::llm_methods!(async; .await);
+
     crate::audit::audit_methods!(async; .await);
 
     /// Queues a typed request without writing it (see [`AsyncClient::flush`]).

@@ -114,6 +114,8 @@ impl Client {
 
     crate::coop::coop_methods!(;);
 
+    crate::llm::llm_methods!(;);
+
     crate::audit::audit_methods!(;);
 
     /// Queues a typed request without writing it (see [`Client::flush`]).

@@ -85,6 +85,7 @@ pub mod audit;
 mod blocking;
 mod coop;
 mod error;
+mod llm;
 mod socket;
 mod wire;
 

@@ -122,6 +122,9 @@ pub struct ModelRef {
 pub struct LlmConfig {
     /// The provider THINK uses when the request names none.
     pub provider: String,
+    /// `provider` was chosen by the kernel (no flag, variable or file named one).
+    #[serde(skip)]
+    pub provider_auto: bool,
     /// The model used when the request names none; `None`: the provider's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -222,10 +225,9 @@ pub(super) fn load(
         }
         providers.insert(name, p);
     }
-    let provider = match flags.provider.clone().or(file.provider) {
-        Some(p) if p == "auto" => auto_provider(env),
-        Some(p) => p,
-        None => auto_provider(env),
+    let (provider, provider_auto) = match flags.provider.clone().or(file.provider) {
+        Some(p) if p != "auto" => (p, false),
+        _ => (auto_provider(env), true),
     };
     if !providers.contains_key(&provider) {
         return bad(format!(
@@ -255,6 +257,7 @@ pub(super) fn load(
     }
     let mut config = LlmConfig {
         provider,
+        provider_auto,
         model: flags.model.clone().or(file.model),
         scheduler,
         max_in_flight: flags.max_in_flight.or(file.max_in_flight).unwrap_or(4),

@@ -158,6 +158,27 @@ impl Drop for Grant {
     }
 }
 
+/// A request in the queue, from the waiting side. Dropped before its grant came (the
+/// caller went away, the deadline passed, the agent exited), it takes the request out of
+/// the queue at once; a grant that raced in is given back.
+struct Waiting<'a> {
+    llm: &'a Llm,
+    rx: oneshot::Receiver<Grant>,
+    granted: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.granted {
+            return;
+        }
+        self.rx.close();
+        // Given back outside the scheduler's lock (the grant's drop takes it).
+        drop(self.rx.try_recv());
+        lock(&self.llm.sched).retain(|w| !w.grant.is_closed());
+    }
+}
+
 /// The kernel's LLM access: providers and the scheduler.
 #[derive(Debug)]
 pub struct Llm {
@@ -217,9 +238,10 @@ impl Llm {
         )
     }
 
-    /// The default provider is the simulated one.
-    pub fn is_simulated(&self) -> bool {
-        self.default_target().0 == "simulated"
+    /// The kernel fell back to the simulated provider: no provider was named and no key
+    /// was found (worth a warning at start).
+    pub fn fell_back_to_simulated(&self) -> bool {
+        self.config.provider_auto && self.default_target().0 == "simulated"
     }
 
     /// Checks `req` and resolves its model; nothing is queued yet.
@@ -318,7 +340,7 @@ impl Llm {
             .or_default()
             .cancel
             .clone();
-        let (tx, mut rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel();
         {
             let mut sched = lock(&self.sched);
             sched.set_weight(who.id, f64::from(who.weight.max(1)));
@@ -336,22 +358,23 @@ impl Llm {
                 ));
             }
         }
+        let mut waiting = Waiting {
+            llm: self,
+            rx,
+            granted: false,
+        };
         self.pump();
         let grant = tokio::select! {
-            g = &mut rx => g.map_err(|_| cancelled("its caller went away"))?,
+            g = &mut waiting.rx => g.map_err(|_| cancelled("its caller went away"))?,
             () = tokio::time::sleep_until(deadline) => {
-                rx.close();
-                drop(rx.try_recv());
                 return Err(WireError::new(ErrorCode::Timeout, format!(
                     "THINK waited {}s in the LLM queue without a turn (llm.timeout_secs)",
                     self.config.timeout.as_secs())));
             }
-            () = cancel.cancelled() => {
-                rx.close();
-                drop(rx.try_recv());
-                return Err(cancelled("its agent exited"));
-            }
+            () = cancel.cancelled() => return Err(cancelled("its agent exited")),
         };
+        waiting.granted = true;
+        drop(waiting);
         let queue = enqueued.elapsed();
         self.record_wait(who.id, queue);
         let answer = tokio::select! {

@@ -98,6 +98,14 @@ class SyscallApi(Generic[_R]):
         quota. Returns ``{success, tokens, quota_exceeded}``."""
         return self._call(SyscallOp.SYS_LLM_REPORT, {"tokens": tokens, "success": success})
 
+    def llm_stats(self, agent_id: Optional[int] = None) -> _R:
+        """LLM_STATS: the LLM scheduler (policy, calls in flight, requests queued) and, per
+        caller this client may see, calls, errors, tokens in and out, queue wait and weight.
+        Returns ``{success, provider, model, scheduler, agents}``."""
+        return self._call(
+            SyscallOp.SYS_LLM_STATS, {} if agent_id is None else {"agent_id": agent_id}
+        )
+
     # ---- host access -------------------------------------------------------------------------
 
     def exec(
