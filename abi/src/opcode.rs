@@ -155,6 +155,8 @@ opcodes! {
     GroupStop = 0xD5 => "GROUP_STOP",
     /// Ours: the LLM scheduler's state and per-agent LLM figures.
     LlmStats = 0xD6 => "LLM_STATS",
+    /// Ours: change the LLM scheduler's policy or in-flight limit.
+    LlmConfig = 0xD7 => "LLM_CONFIG",
     /// Report LLM usage an SDK incurred itself.
     LlmReport = 0xF0 => "LLM_REPORT",
     /// Handshake: protocol version and features.

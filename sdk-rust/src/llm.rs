@@ -42,6 +42,21 @@ macro_rules! llm_methods {
         ) -> Result<$crate::msg::LlmStatsReply, $crate::Error> {
             self.call(&$crate::msg::LlmStatsRequest { agent_id })$($await)*
         }
+
+        /// LLM_CONFIG: switches the LLM scheduler's policy (`vtc`, `fifo`, `round_robin`)
+        /// and/or its in-flight limit while it is idle (root or the kernel's user only); both
+        /// `None` only reads them.
+        pub $($async_kw)? fn llm_config(
+            &mut self,
+            scheduler: Option<&str>,
+            max_in_flight: Option<u32>,
+        ) -> Result<$crate::msg::LlmConfigReply, $crate::Error> {
+            let req = $crate::msg::LlmConfigRequest {
+                scheduler: scheduler.map(str::to_owned),
+                max_in_flight,
+            };
+            self.call(&req)$($await)*
+        }
     };
 }
 pub(crate) use llm_methods;

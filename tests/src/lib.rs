@@ -129,7 +129,11 @@ impl Kernel {
             .stdout(Stdio::null());
         // The tests' kernels use the simulated LLM unless a test configures one: quietly
         // (no "no key found" warning), and whatever keys this machine's environment holds.
-        if !opts.args.iter().any(|a| a == "--config" || a.starts_with("--llm-provider")) {
+        if !opts
+            .args
+            .iter()
+            .any(|a| a == "--config" || a.starts_with("--llm-provider"))
+        {
             cmd.env("CLOVE_LLM_PROVIDER", "simulated");
         }
         for (k, v) in &opts.env {

@@ -330,8 +330,34 @@ pub struct LlmAgentStats {
     pub weight: f64,
 }
 
+/// LLM_CONFIG `{scheduler?, max_in_flight?}` (ours): changes the LLM scheduler's policy
+/// (`vtc`, `fifo`, `round_robin`) or its in-flight limit at run time, for operators running
+/// as root or as the kernel's user, while the scheduler is idle (nothing queued or in
+/// flight; else `conflict`). Both absent: only reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct LlmConfigRequest {
+    /// The new policy.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub scheduler: Option<String>,
+    /// The new limit of provider calls at once (1 to 1024).
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub max_in_flight: Option<u32>,
+}
+
+/// LLM_CONFIG reply: `{success, scheduler}` as it is now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct LlmConfigReply {
+    /// The change was made (or nothing was asked).
+    pub success: bool,
+    /// The scheduler after the change.
+    pub scheduler: LlmSchedulerStats,
+}
+
 syscall! {
     ThinkRequest => Think, ThinkReply;
     LlmReportRequest => LlmReport, LlmReportReply;
     LlmStatsRequest => LlmStats, LlmStatsReply;
+    LlmConfigRequest => LlmConfig, LlmConfigReply;
 }

@@ -114,6 +114,7 @@ macro_rules! for_each_syscall {
             GroupList => $crate::msg::GroupListRequest, $crate::msg::GroupListReply;
             GroupStop => $crate::msg::GroupStopRequest, $crate::msg::GroupStopReply;
             LlmStats => $crate::msg::LlmStatsRequest, $crate::msg::LlmStatsReply;
+            LlmConfig => $crate::msg::LlmConfigRequest, $crate::msg::LlmConfigReply;
             Hello => $crate::msg::HelloRequest, $crate::msg::HelloReply;
             Exit => $crate::msg::ExitRequest, $crate::msg::ExitReply;
         }

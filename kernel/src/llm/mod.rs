@@ -186,6 +186,8 @@ pub struct Llm {
     providers: BTreeMap<String, Arc<dyn Provider>>,
     sched: Mutex<Scheduler<Waiter>>,
     clients: Mutex<HashMap<u32, Client>>,
+    /// The in-flight limit in force (`llm.max_in_flight`, or LLM_CONFIG's).
+    max_in_flight: Mutex<usize>,
     this: Weak<Llm>,
 }
 
@@ -213,6 +215,7 @@ impl Llm {
                 config.agent_queue,
             )),
             clients: Mutex::new(HashMap::new()),
+            max_in_flight: Mutex::new(config.max_in_flight),
             this: this.clone(),
         }))
     }
@@ -448,12 +451,67 @@ impl Llm {
         lock(&self.clients).entry(id).or_default().reported_tokens += tokens;
     }
 
+    /// Switches the scheduler to `policy` and `max_in_flight` (absent: unchanged), only while
+    /// nothing is queued or in flight: a fresh scheduler then replaces the old one (service
+    /// counters start again at 0).
+    pub fn reconfigure(
+        &self,
+        policy: Option<&str>,
+        max_in_flight: Option<u32>,
+    ) -> Result<LlmSchedulerStats, WireError> {
+        let invalid = |m: String| WireError::new(ErrorCode::InvalidRequest, m);
+        let policy: Option<Policy> = policy
+            .map(|p| {
+                p.parse().map_err(|_| {
+                    invalid(format!(
+                        "scheduler {p:?}: must be one of {}",
+                        crate::config::llm::POLICIES.join(", ")
+                    ))
+                })
+            })
+            .transpose()?;
+        if let Some(n) = max_in_flight {
+            if !(1..=1024).contains(&n) {
+                return Err(invalid(format!(
+                    "max_in_flight {n}: must be between 1 and 1024"
+                )));
+            }
+        }
+        if policy.is_some() || max_in_flight.is_some() {
+            let mut sched = lock(&self.sched);
+            if sched.queued() > 0 || sched.in_flight() > 0 {
+                return Err(WireError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "the LLM scheduler is busy ({} queued, {} in flight): change it when \
+                         idle",
+                        sched.queued(),
+                        sched.in_flight()
+                    ),
+                ));
+            }
+            let max = max_in_flight.map_or(lock(&self.max_in_flight).to_owned(), |n| n as usize);
+            *sched = Scheduler::new(
+                policy.unwrap_or(sched.policy()),
+                max,
+                self.config.agent_queue,
+            );
+            *lock(&self.max_in_flight) = max;
+            tracing::info!(
+                policy = sched.policy().as_str(),
+                max_in_flight = max,
+                "LLM scheduler changed"
+            );
+        }
+        Ok(self.scheduler_stats())
+    }
+
     /// The scheduler's figures.
     pub fn scheduler_stats(&self) -> LlmSchedulerStats {
         let sched = lock(&self.sched);
         LlmSchedulerStats {
             policy: sched.policy().as_str().to_owned(),
-            max_in_flight: u32::try_from(self.config.max_in_flight).unwrap_or(u32::MAX),
+            max_in_flight: u32::try_from(*lock(&self.max_in_flight)).unwrap_or(u32::MAX),
             in_flight: u32::try_from(sched.in_flight()).unwrap_or(u32::MAX),
             queued: u32::try_from(sched.queued()).unwrap_or(u32::MAX),
         }

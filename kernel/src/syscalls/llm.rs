@@ -10,7 +10,8 @@
 use std::sync::Arc;
 
 use clove_abi::msg::{
-    LlmReportReply, LlmReportRequest, LlmStatsReply, LlmStatsRequest, ThinkReply, ThinkRequest,
+    LlmConfigReply, LlmConfigRequest, LlmReportReply, LlmReportRequest, LlmStatsReply,
+    LlmStatsRequest, ThinkReply, ThinkRequest,
 };
 use clove_abi::{ErrorCode, Opcode, WireError};
 
@@ -192,5 +193,42 @@ pub fn stats(
             |id| may_see(id) && req.agent_id.is_none_or(|want| want == id),
             |id| agents.get(id).map(|a| a.name.clone()),
         ),
+    })
+}
+
+/// LLM_CONFIG: operators running as root or as the kernel's own user may change the
+/// scheduler (while it is idle); anyone may read it.
+pub fn config(
+    kernel: &Kernel,
+    caller: &Caller,
+    req: LlmConfigRequest,
+) -> Result<LlmConfigReply, WireError> {
+    let changes = req.scheduler.is_some() || req.max_in_flight.is_some();
+    let kernel_uid = nix::unistd::geteuid().as_raw();
+    if changes && (caller.agent || (caller.uid != 0 && caller.uid != kernel_uid)) {
+        return Err(WireError::new(
+            ErrorCode::PermissionDenied,
+            "LLM_CONFIG: only an operator running as root or as the kernel's user may change \
+             the LLM scheduler",
+        ));
+    }
+    let scheduler = kernel
+        .llm
+        .reconfigure(req.scheduler.as_deref(), req.max_in_flight)?;
+    if changes {
+        kernel.audit.record(
+            crate::audit::for_caller(
+                kernel,
+                caller,
+                clove_abi::msg::AuditCategory::Security,
+                "LLM_CONFIG_CHANGED",
+            )
+            .details(serde_json::json!({
+                "policy": scheduler.policy, "max_in_flight": scheduler.max_in_flight})),
+        );
+    }
+    Ok(LlmConfigReply {
+        success: true,
+        scheduler,
     })
 }

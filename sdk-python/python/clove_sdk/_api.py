@@ -106,6 +106,17 @@ class SyscallApi(Generic[_R]):
             SyscallOp.SYS_LLM_STATS, {} if agent_id is None else {"agent_id": agent_id}
         )
 
+    def llm_config(
+        self, scheduler: Optional[str] = None, max_in_flight: Optional[int] = None
+    ) -> _R:
+        """LLM_CONFIG: switches the LLM scheduler's policy (``vtc``, ``fifo``,
+        ``round_robin``) and/or its in-flight limit while it is idle (root or the kernel's
+        user only); with neither, only reads them. Returns ``{success, scheduler}``."""
+        return self._call(
+            SyscallOp.SYS_LLM_CONFIG,
+            _request(scheduler=scheduler, max_in_flight=max_in_flight),
+        )
+
     # ---- host access -------------------------------------------------------------------------
 
     def exec(

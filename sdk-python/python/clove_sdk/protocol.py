@@ -83,6 +83,7 @@ class SyscallOp(IntEnum):
     SYS_GROUP_LIST = 0xD4
     SYS_GROUP_STOP = 0xD5
     SYS_LLM_STATS = 0xD6
+    SYS_LLM_CONFIG = 0xD7
     SYS_LLM_REPORT = 0xF0
     SYS_HELLO = 0xFE
     SYS_EXIT = 0xFF
