@@ -25,6 +25,8 @@ pub mod openai;
 pub mod provider;
 pub mod sched;
 pub mod simulated;
+#[cfg(test)]
+pub mod standin;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
