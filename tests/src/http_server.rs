@@ -12,6 +12,9 @@
 //! * `/binary`: the bytes `ff fe 41`, not UTF-8.
 //! * `/hang`: reads the request and never answers (until the server stops).
 //! * `/slow/<ms>`: answers 200 `slow` after `ms` milliseconds.
+//! * `/openai/ok/chat/completions`: an OpenAI chat completion answering `you said: <the last
+//!   message>` (model `stand-in-1`, 11 + 5 tokens); `/openai/badkey/chat/completions`: 401
+//!   with OpenAI's error JSON quoting the key it was sent, as OpenAI does.
 //! * `/redirect/<code>?to=<url>`: that status with `Location: <url>` (percent-decoding is not
 //!   done: pass a plain URL); without `to`, to itself (a loop).
 
@@ -31,6 +34,8 @@ pub struct Seen {
     pub method: String,
     /// The request target (path and query).
     pub target: String,
+    /// The `Authorization` header, if the request had one.
+    pub authorization: Option<String>,
 }
 
 /// A running test server. Dropping it stops it.
@@ -152,6 +157,10 @@ fn serve(stream: TcpStream, stop: &AtomicBool, seen: &Mutex<Vec<Seen>>) -> std::
         s.push(Seen {
             method: method.clone(),
             target: target.clone(),
+            authorization: headers
+                .iter()
+                .find(|(k, _)| k == "authorization")
+                .map(|(_, v)| v.clone()),
         });
     }
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
@@ -200,6 +209,35 @@ fn serve(stream: TcpStream, stop: &AtomicBool, seen: &Mutex<Vec<Seen>>) -> std::
             }
             out.write_all(b"0\r\n\r\n")?;
             out.flush()
+        }
+        ["openai", mode, "chat", "completions"] => {
+            let request: serde_json::Value =
+                serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            let said = request["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or("")
+                .to_owned();
+            if *mode == "badkey" {
+                // As OpenAI does: the error quotes the key it was given.
+                let key = headers
+                    .iter()
+                    .find(|(k, _)| k == "authorization")
+                    .map_or("", |(_, v)| v.trim_start_matches("Bearer "));
+                let reply = serde_json::json!({"error": {
+                    "message": format!("Incorrect API key provided: {key}"),
+                    "type": "invalid_request_error", "code": "invalid_api_key"}});
+                return respond(&mut out, 401, &[], reply.to_string().as_bytes());
+            }
+            let reply = serde_json::json!({
+                "id": "chatcmpl-1", "object": "chat.completion", "created": 0,
+                "model": "stand-in-1",
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": format!("you said: {said}")}}],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16},
+            });
+            respond(&mut out, 200, &[], reply.to_string().as_bytes())
         }
         ["binary"] => respond(&mut out, 200, &[], &[0xff, 0xfe, b'A']),
         ["hang"] => {
