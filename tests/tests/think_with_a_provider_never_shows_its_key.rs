@@ -75,5 +75,8 @@ fn the_key_is_sent_to_the_provider_and_never_shown() {
     let (_, log) = kernel.stop_and_collect().unwrap();
     assert!(log.contains("LLM"), "the log was not captured: {log}");
     assert!(!log.contains(KEY), "the key leaked into the log");
-    assert!(!log.contains("5ecret"), "part of the key leaked into the log");
+    assert!(
+        !log.contains("5ecret"),
+        "part of the key leaked into the log"
+    );
 }

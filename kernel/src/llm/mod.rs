@@ -188,8 +188,6 @@ pub struct Llm {
     providers: BTreeMap<String, Arc<dyn Provider>>,
     sched: Mutex<Scheduler<Waiter>>,
     clients: Mutex<HashMap<u32, Client>>,
-    /// The in-flight limit in force (`llm.max_in_flight`, or LLM_CONFIG's).
-    max_in_flight: Mutex<usize>,
     this: Weak<Llm>,
 }
 
@@ -217,7 +215,6 @@ impl Llm {
                 config.agent_queue,
             )),
             clients: Mutex::new(HashMap::new()),
-            max_in_flight: Mutex::new(config.max_in_flight),
             this: this.clone(),
         }))
     }
@@ -415,6 +412,12 @@ impl Llm {
     fn pump(&self) {
         let mut sched = lock(&self.sched);
         while let Some(d) = sched.pop() {
+            tracing::trace!(
+                caller = d.client,
+                est_input = d.est_input,
+                ticket = d.ticket,
+                "LLM slot granted"
+            );
             let grant = Grant {
                 llm: self.this.clone(),
                 ticket: d.ticket,
@@ -492,13 +495,12 @@ impl Llm {
                     ),
                 ));
             }
-            let max = max_in_flight.map_or(lock(&self.max_in_flight).to_owned(), |n| n as usize);
+            let max = max_in_flight.map_or(sched.max_in_flight(), |n| n as usize);
             *sched = Scheduler::new(
                 policy.unwrap_or(sched.policy()),
                 max,
                 self.config.agent_queue,
             );
-            *lock(&self.max_in_flight) = max;
             tracing::info!(
                 policy = sched.policy().as_str(),
                 max_in_flight = max,
@@ -513,7 +515,7 @@ impl Llm {
         let sched = lock(&self.sched);
         LlmSchedulerStats {
             policy: sched.policy().as_str().to_owned(),
-            max_in_flight: u32::try_from(*lock(&self.max_in_flight)).unwrap_or(u32::MAX),
+            max_in_flight: u32::try_from(sched.max_in_flight()).unwrap_or(u32::MAX),
             in_flight: u32::try_from(sched.in_flight()).unwrap_or(u32::MAX),
             queued: u32::try_from(sched.queued()).unwrap_or(u32::MAX),
         }
