@@ -7,7 +7,10 @@ Every question goes to THINK with the conversation so far and a system instructi
 holds the provider keys and queues the request fairly among agents, so the agent needs neither
 a key nor network access. Prints each answer with the tokens it cost.
 
-Needs a kernel with THINK configured; otherwise it says so and exits with code 2.
+The kernel decides which model answers (its --llm-provider, or the first provider whose key
+is in its environment); a kernel without a key answers from its simulated provider, and every
+reply says which provider answered. A kernel without THINK (an old one) makes it say so and
+exit with code 2.
 """
 
 import argparse
@@ -42,7 +45,9 @@ def main() -> int:
                 return 1
             answer = reply["content"].strip()
             history.append(f"Assistant: {answer}")
-            print(f"> {question}\n{answer}\n  ({reply.get('tokens', 0)} tokens)\n", flush=True)
+            who = reply.get("provider", "?")
+            print(f"> {question}\n{answer}\n  ({reply.get('tokens', 0)} tokens, {who})\n",
+                  flush=True)
     return 0
 
 

@@ -172,6 +172,8 @@ def kernel():
     log_path = os.path.join(tmp, "kernel.log")
     env = {k: v for k, v in os.environ.items() if k not in ("CLOVE_SOCKET", "CLOVE_CONFIG")}
     env["CLOVE_LOG"] = os.environ.get("CLOVE_TEST_LOG", "warn")
+    # The simulated LLM, whatever provider keys this machine's environment holds.
+    env["CLOVE_LLM_PROVIDER"] = "simulated"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
         [

@@ -85,7 +85,7 @@ def test_async_spawn_wait_logs_kill_list(kernel, agents):
 
 
 def test_async_not_implemented_and_raise_on_error(kernel, implemented):
-    method, args, op, extra = unimplemented(implemented, with_extras=True)
+    method, args, op, extra = unimplemented(implemented)
     name = opname(op)
 
     async def main():

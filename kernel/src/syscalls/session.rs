@@ -30,6 +30,8 @@ pub fn hello(
             state: true,
             events: true,
             audit: true,
+            llm: true,
+            supervision: true,
             ..Features::default()
         },
     })

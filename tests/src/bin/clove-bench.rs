@@ -33,7 +33,12 @@
 //! 9. `events`: EMIT fan-out to `--subscribers` subscribers: events delivered per second and
 //!    the delay from EMIT to POLL_EVENTS.
 //!
-//! Parts 7 to 9 are not in the default set (together they take about 70 s); name them. The
+//! 10. `llm`: the THINK scheduler under contention (simulated provider): Jain's fairness
+//!     index of 8 backlogged callers whose requests differ 10× in size, a polite caller's
+//!     queue delay beside a flooder, each under `vtc` and under FIFO in the same run; and the
+//!     THINK path's overhead against NOOP (bench/llm.rs).
+//!
+//! Parts 7 to 10 are not in the default set (together they take about 100 s); name them. The
 //! agent parts need root (sandboxed agents); without it they are skipped and say why. Each
 //! part starts its own kernel on a temporary socket and state dir (see [`clove_tests::Kernel`]).
 //!
@@ -47,6 +52,7 @@ mod bench {
     pub mod coop;
     pub mod echo;
     pub mod epoll_echo;
+    pub mod llm;
     pub mod procfs;
     pub mod restart;
     pub mod stats;
@@ -228,16 +234,19 @@ enum Part {
     Events,
     /// A crashing agent restarted by its policy with zero backoff, against a fresh SPAWN.
     Restart,
+    /// The THINK scheduler: fairness and a polite caller's delay, VTC against FIFO.
+    Llm,
 }
 
 impl Part {
     /// Every part, in the order they run: NOOP first, then the parts that start no agent,
     /// then the agent parts.
-    const ALL: [Part; 8] = [
+    const ALL: [Part; 9] = [
         Part::Noop,
         Part::Msgs,
         Part::State,
         Part::Events,
+        Part::Llm,
         Part::Spawn,
         Part::Kill,
         Part::Idle,
@@ -267,6 +276,7 @@ impl Part {
             Part::Kill => "kill",
             Part::Idle => "idle",
             Part::Restart => "restart",
+            Part::Llm => "llm",
         }
     }
 }
@@ -495,12 +505,23 @@ struct CoopResults {
     msgs: Option<MsgsResult>,
     state: Option<StateResult>,
     events: Option<EventsResult>,
+    llm: Option<bench::llm::LlmResult>,
 }
 
 /// `msgs`, `state` and `events` among `run`, each on a fresh kernel.
 fn run_coop_parts(cfg: &Config, run: &[Part]) -> Result<CoopResults> {
     let mut out = CoopResults::default();
     for &part in run {
+        if part == Part::Llm {
+            let (kernel, _config) = bench::llm::start_kernel(&cfg.kernel_args, &cfg.kernel_env)
+                .context("llm: start")?;
+            let settings = bench::llm::LlmConfig {
+                window: (cfg.coop.duration * 2).max(Duration::from_secs(2)),
+                overhead_iters: cfg.coop.noop_iters.min(5_000),
+            };
+            out.llm = Some(bench::llm::measure(&kernel, &settings).context("llm measurement")?);
+            continue;
+        }
         if !matches!(part, Part::Msgs | Part::State | Part::Events) {
             continue;
         }
@@ -1402,6 +1423,9 @@ impl Report {
         if let Some(e) = &self.coop.events {
             coop::print_events(e);
         }
+        if let Some(l) = &self.coop.llm {
+            bench::llm::print(l);
+        }
         let a = &self.agents;
         if let Some(s) = &a.spawn {
             print_spawn(s);
@@ -1483,6 +1507,9 @@ impl Report {
         }
         if let Some(e) = &self.coop.events {
             out.insert("events".into(), coop::events_json(e));
+        }
+        if let Some(l) = &self.coop.llm {
+            out.insert("llm".into(), bench::llm::to_json(l));
         }
         let a = &self.agents;
         if let Some(s) = &a.spawn {

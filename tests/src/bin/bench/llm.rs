@@ -98,7 +98,10 @@ pub fn jain(x: &[f64]) -> f64 {
 /// A kernel for this part: two simulated providers, `bench` (0.02 ms per answer token, so a
 /// 1000-token answer takes 20 ms) as the default and `instant` (no latency) for the
 /// overhead figure; `IN_FLIGHT` calls at once.
-pub fn start_kernel(kernel_args: &[String], env: &[(String, String)]) -> Result<(Kernel, tempfile::TempDir)> {
+pub fn start_kernel(
+    kernel_args: &[String],
+    env: &[(String, String)],
+) -> Result<(Kernel, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("clove.toml");
     std::fs::write(
@@ -176,7 +179,7 @@ fn backlogged(
             outstanding += 1;
         }
         let polled = c.call(&AsyncPollRequest {
-            max: OUTSTANDING as u64,
+            max: OUTSTANDING as u32,
             wait_ms: Some(200),
         })?;
         for result in polled.results {
@@ -308,7 +311,9 @@ pub fn measure(kernel: &Kernel, cfg: &LlmConfig) -> Result<LlmResult> {
     for policy in ["vtc", "fifo"] {
         progress(format_args!("llm: fairness under {policy}"));
         fair.push(fairness(kernel, policy, cfg.window)?);
-        progress(format_args!("llm: a polite caller beside a flooder under {policy}"));
+        progress(format_args!(
+            "llm: a polite caller beside a flooder under {policy}"
+        ));
         pol.push(polite(kernel, policy, cfg.window)?);
     }
     set_policy(kernel, "vtc")?;
@@ -332,4 +337,80 @@ mod tests {
         assert!((jain(&[5.0, 0.0, 0.0, 0.0]) - 0.25).abs() < 1e-12);
         assert!(jain(&[1.0, 2.0]) < 1.0);
     }
+}
+
+/// The served cost of one caller as a share of the total, in percent.
+fn shares(served: &[f64]) -> Vec<f64> {
+    let total: f64 = served.iter().sum();
+    served
+        .iter()
+        .map(|s| if total > 0.0 { 100.0 * s / total } else { 0.0 })
+        .collect()
+}
+
+/// The `llm` part as text.
+pub fn print(r: &LlmResult) {
+    println!();
+    println!(
+        "llm (THINK scheduler; simulated provider, {IN_FLIGHT} calls in flight, 0.02 ms per \
+         answer token)"
+    );
+    println!(
+        "  8 backlogged callers, answers of {}..{} tokens: share of served cost (input + 2 × \
+         output), %",
+        SIZES[0],
+        SIZES[SIZES.len() - 1]
+    );
+    for f in &r.fairness {
+        let s: Vec<String> = shares(&f.served)
+            .iter()
+            .map(|p| format!("{p:4.1}"))
+            .collect();
+        println!(
+            "    {:5} Jain {:.4}  shares [{}]  answers {:?}",
+            f.policy,
+            f.jain,
+            s.join(" "),
+            f.calls
+        );
+    }
+    println!("  a polite caller (one 20-token THINK every 20 ms) beside a flooder (16 queued):");
+    for p in &r.polite {
+        println!(
+            "    {:5} polite queue delay p50 {:.0} ms, p99 {:.0} ms ({} answers; flooder {})",
+            p.policy,
+            p.queue.p50_ns / 1e6,
+            p.queue.p99_ns / 1e6,
+            p.calls,
+            p.flooder_calls
+        );
+    }
+    println!(
+        "  THINK to a zero-latency provider, sequential: p50 {:.1} µs, p99 {:.1} µs; NOOP on \
+         the same connection p50 {:.1} µs, p99 {:.1} µs: THINK path adds {:.1} µs at p50",
+        r.think.p50_ns / 1e3,
+        r.think.p99_ns / 1e3,
+        r.noop.p50_ns / 1e3,
+        r.noop.p99_ns / 1e3,
+        (r.think.p50_ns - r.noop.p50_ns) / 1e3
+    );
+}
+
+/// The `llm` part as JSON.
+pub fn to_json(r: &LlmResult) -> serde_json::Value {
+    let us = |s: &Summary| serde_json::json!({"p50_us": s.p50_ns / 1e3, "p99_us": s.p99_ns / 1e3});
+    serde_json::json!({
+        "in_flight": IN_FLIGHT,
+        "sizes": SIZES,
+        "fairness": r.fairness.iter().map(|f| serde_json::json!({
+            "policy": f.policy, "jain": f.jain, "served": f.served, "answers": f.calls,
+        })).collect::<Vec<_>>(),
+        "polite": r.polite.iter().map(|p| serde_json::json!({
+            "policy": p.policy, "queue_p50_ms": p.queue.p50_ns / 1e6,
+            "queue_p99_ms": p.queue.p99_ns / 1e6, "answers": p.calls,
+            "flooder_answers": p.flooder_calls,
+        })).collect::<Vec<_>>(),
+        "think_zero_latency": us(&r.think),
+        "noop": us(&r.noop),
+    })
 }
