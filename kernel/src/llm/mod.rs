@@ -321,7 +321,10 @@ impl Llm {
     pub async fn run(&self, who: Who, call: Call) -> Result<Outcome, WireError> {
         let result = self.run_inner(who, call).await;
         let mut clients = lock(&self.clients);
-        let c = clients.entry(who.id).or_default();
+        // A caller forgotten meanwhile (gone for good) is not brought back by its last call.
+        let Some(c) = clients.get_mut(&who.id) else {
+            return result;
+        };
         match &result {
             Ok(o) => {
                 c.calls += 1;
@@ -401,7 +404,9 @@ impl Llm {
     fn record_wait(&self, id: u32, queue: Duration) {
         let ms = u64::try_from(queue.as_millis()).unwrap_or(u64::MAX);
         let mut clients = lock(&self.clients);
-        let c = clients.entry(id).or_default();
+        let Some(c) = clients.get_mut(&id) else {
+            return;
+        };
         c.waits += 1;
         c.queue_ms_total += ms;
         c.queue_ms_max = c.queue_ms_max.max(ms);

@@ -86,7 +86,10 @@ impl Provider for Simulated {
                     provider: "simulated".into(),
                 });
             }
-            tokio::time::sleep_until(done).await;
+            // Tokio's timers tick in whole milliseconds: a zero latency must not wait for one.
+            if done > Instant::now() {
+                tokio::time::sleep_until(done).await;
+            }
             let head: String = prompt.prompt.chars().take(60).collect();
             Ok(Answer {
                 content: format!(

@@ -104,11 +104,12 @@ pub async fn think(
     let agent = calling_agent(kernel, caller)?;
     let who = admit(caller, agent.as_deref(), &mut call)?;
     let llm = Arc::clone(&kernel.llm);
+    let charged = agent.clone();
     let work = async move {
         let outcome: Result<Outcome, WireError> = llm.run(who, call).await;
         if let Ok(o) = &outcome {
             charge(
-                agent.as_deref(),
+                charged.as_deref(),
                 o.answer.usage.input + o.answer.usage.output,
             );
         }
@@ -117,8 +118,17 @@ pub async fn think(
     if !req.is_async {
         return work.await;
     }
-    let id = super::asyncs::spawn(kernel, caller, Opcode::Think, req.request_id, work)?;
-    Ok(ThinkReply::accepted(id))
+    match super::asyncs::spawn(kernel, caller, Opcode::Think, req.request_id, work) {
+        Ok(id) => Ok(ThinkReply::accepted(id)),
+        Err(e) => {
+            // Refused before anything ran: the call admitted for it is given back.
+            if let Some(agent) = &agent {
+                let mut perms = lock(&agent.perms);
+                perms.llm.calls_made = perms.llm.calls_made.saturating_sub(1);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// LLM_REPORT: charges tokens an agent spent on a model it called itself, as one call.
