@@ -18,9 +18,13 @@
 //!
 //! `clove demo supervisor` is another kind of demo, not an attack and not part of `all`:
 //! crash-prone workers in supervisor groups, judged `as expected` or not (`supervisor.rs`).
+//! So is `clove demo llm`: agents contending for the shared LLM under the `fifo` and `vtc`
+//! schedulers, with their served cost, queue delays and Jain's fairness index (`llm.rs`).
 
 #[path = "demo/judge.rs"]
 mod judge;
+#[path = "demo/llm.rs"]
+mod llm;
 #[path = "demo/supervisor.rs"]
 mod supervisor;
 #[path = "demo/targets.rs"]
@@ -49,7 +53,7 @@ use targets::{set_mode, FsCanary, NetCanary, TempDir};
 /// `clove demo`'s arguments.
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
-    /// The demo to run (see --list), `all` (every attack), or `supervisor`
+    /// The demo to run (see --list), `all` (every attack), `supervisor` or `llm`
     #[arg(value_name = "NAME", required_unless_present = "list")]
     pub name: Option<String>,
     /// List the demos: what each attacks (or shows) and when it is judged contained (or as
@@ -141,8 +145,8 @@ pub const DEMOS: &[Demo] = &[
 const HEALTHY: (&str, &str) = ("healthy.py", include_str!("../../../../demos/healthy.py"));
 
 /// One demo as `clove demo --list --json` shows it: an attack (`kind: "adversarial"`, with
-/// `attacks` and `contained_when`) or the supervision demo (`kind: "supervision"`, with
-/// `shows` and `expected_when`).
+/// `attacks` and `contained_when`), or the supervision demo (`kind: "supervision"`) or the
+/// LLM contention demo (`kind: "llm"`), both with `shows` and `expected_when`.
 #[derive(Debug, Serialize)]
 pub struct Listed {
     name: &'static str,
@@ -158,7 +162,8 @@ pub struct Listed {
     expected_when: Option<&'static str>,
 }
 
-/// `clove demo --list --json`: every attack (what `all` runs), then the supervision demo.
+/// `clove demo --list --json`: every attack (what `all` runs), then the supervision demo and
+/// the LLM contention demo (`kind: "llm"`).
 pub fn list() -> Vec<Listed> {
     DEMOS
         .iter()
@@ -180,10 +185,19 @@ pub fn list() -> Vec<Listed> {
             shows: Some(supervisor::SHOWS),
             expected_when: Some(supervisor::EXPECTED_WHEN),
         }])
+        .chain([Listed {
+            name: llm::NAME,
+            kind: "llm",
+            script: llm::AGENT_FILE,
+            attacks: None,
+            contained_when: None,
+            shows: Some(llm::SHOWS),
+            expected_when: Some(llm::EXPECTED_WHEN),
+        }])
         .collect()
 }
 
-/// `clove demo --list`'s tables: the attacks, then the supervision demo.
+/// `clove demo --list`'s tables: the attacks, then the supervision and LLM demos.
 pub fn list_table() -> String {
     let mut t = Table::new(&["DEMO", "ATTACKS", "CONTAINED WHEN"]);
     for d in DEMOS {
@@ -192,13 +206,19 @@ pub fn list_table() -> String {
     let mut text = t.render();
     text.push_str(
         "(`clove demo all` runs every attack above)\n\n\
-         Not an attack, not part of `all`: supervision, judged `as expected` or UNEXPECTED\n",
+         Not attacks, not part of `all`: supervision and LLM contention, judged `as expected` \
+         or UNEXPECTED\n",
     );
     let mut t = Table::new(&["DEMO", "SHOWS", "AS EXPECTED WHEN"]);
     t.push(vec![
         supervisor::NAME.into(),
         supervisor::SHOWS.into(),
         supervisor::EXPECTED_WHEN.into(),
+    ]);
+    t.push(vec![
+        llm::NAME.into(),
+        llm::SHOWS.into(),
+        llm::EXPECTED_WHEN.into(),
     ]);
     text.push_str(&t.render());
     text
@@ -217,9 +237,10 @@ pub fn select(name: &str) -> Result<Vec<&'static Demo>, String> {
         .ok_or_else(|| {
             let names: Vec<&str> = DEMOS.iter().map(|d| d.name).collect();
             format!(
-                "no such demo; the demos are {} (or all), and {}",
+                "no such demo; the demos are {} (or all), {} and {}",
                 names.join(", "),
-                supervisor::NAME
+                supervisor::NAME,
+                llm::NAME
             )
         })
 }
@@ -229,7 +250,7 @@ pub fn select(name: &str) -> Result<Vec<&'static Demo>, String> {
 pub fn check(args: &DemoArgs) -> Result<Vec<&'static Demo>, Failure> {
     let name = args.name.as_deref().unwrap_or("all");
     let what = format!("demo {name}");
-    if name == supervisor::NAME {
+    if name == supervisor::NAME || name == llm::NAME {
         if args.unsandboxed {
             let why = "--unsandboxed is for fs-escape and network-probe only";
             return Err(Failure::other(&what, why).with_status(2));
@@ -263,6 +284,9 @@ pub fn run(
     let demos = check(args)?;
     if args.name.as_deref() == Some(supervisor::NAME) {
         return supervisor::run(client, out, json, args.demos_dir.as_deref());
+    }
+    if args.name.as_deref() == Some(llm::NAME) {
+        return llm::run(client, out, json, args.demos_dir.as_deref());
     }
     let what = format!("demo {}", args.name.as_deref().unwrap_or("all"));
     let scripts =
