@@ -22,11 +22,13 @@
 //!
 //! Judged `as expected` when VTC's index is at least [`JAIN_MIN`] and above FIFO's, and the
 //! polite agent's p99 queue delay is lower under VTC than under FIFO. The kernel's original
-//! policy and in-flight limit are restored at the end, also when something failed.
+//! policy and in-flight limit are restored at the end, also when something failed, and on
+//! SIGINT or SIGTERM (Ctrl-C), which end the demo early.
 
 use std::fs;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clove_sdk::msg::{
@@ -700,6 +702,59 @@ pub fn closing(r: &Report) -> String {
 // ---------------------------------------------------------------------------------------
 // The runner.
 
+/// Set by SIGINT or SIGTERM while the demo runs: it then stops early, but still kills its
+/// agents and restores the scheduler.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// SIGINT and SIGTERM set [`INTERRUPTED`] instead of ending the process while this lives;
+/// the previous handlers come back when it is dropped.
+struct Interruptible {
+    previous: Vec<(libc::c_int, libc::sigaction)>,
+}
+
+impl Interruptible {
+    fn install() -> Interruptible {
+        let mut previous = Vec::new();
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            // SAFETY: `act` is fully initialised (zeroed, then the handler and an empty mask
+            // set) and `old` is valid for writes; the handler only stores to an atomic, which
+            // is async-signal-safe.
+            unsafe {
+                let mut act: libc::sigaction = std::mem::zeroed();
+                act.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+                libc::sigemptyset(&mut act.sa_mask);
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, &act, &mut old) == 0 {
+                    previous.push((sig, old));
+                }
+            }
+        }
+        Interruptible { previous }
+    }
+}
+
+impl Drop for Interruptible {
+    fn drop(&mut self) {
+        for (sig, old) in &self.previous {
+            // SAFETY: `old` is the action sigaction returned for `sig`, unchanged.
+            unsafe {
+                libc::sigaction(*sig, old, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+/// Why a run stopped early on a signal.
+const INTERRUPTED_WHY: &str = "interrupted (SIGINT or SIGTERM)";
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 /// `clove demo llm`.
 pub fn run(
     client: &mut Client,
@@ -717,6 +772,7 @@ pub fn run(
         .map_err(|e| Failure::call(format!("{what}: read the LLM scheduler"), e))?
         .scheduler;
     let started = Instant::now();
+    let _signals = Interruptible::install();
     if !json {
         writeln!(
             out,
@@ -740,6 +796,10 @@ pub fn run(
     let mut phases = Vec::new();
     let mut failure = None;
     for policy in POLICIES {
+        if interrupted() {
+            failure = Some(INTERRUPTED_WHY.to_owned());
+            break;
+        }
         let p = runner.phase(policy);
         if !json {
             writeln!(out, "{}", phase_table(&p))?;
@@ -900,6 +960,9 @@ impl Runner<'_> {
     ) -> Result<Vec<Ran>, String> {
         self.switch(policy, MAX_IN_FLIGHT)
             .map_err(|e| format!("switch the scheduler to {policy}: {e}"))?;
+        if interrupted() {
+            return Err(INTERRUPTED_WHY.into());
+        }
         let start_at = epoch_secs() + START_DELAY.as_secs_f64();
         let spawning = Instant::now();
         let start = spawning + START_DELAY;
@@ -937,6 +1000,9 @@ impl Runner<'_> {
         // Agents that are all gone before then (a broken script) need no waiting for.
         let window_end = start + Duration::from_millis(window().to_ms as u64);
         while Instant::now() < window_end {
+            if interrupted() {
+                return Err(INTERRUPTED_WHY.into());
+            }
             std::thread::sleep(
                 window_end
                     .saturating_duration_since(Instant::now())
