@@ -55,6 +55,7 @@ Examples:
   clove events -f                      print kernel and agent events as they happen
   clove demo all                       attack the sandbox, print what held
   clove demo supervisor                crash-prone workers in supervisor groups, judged
+  clove demo llm                       agents contending for the LLM: fifo vs vtc fairness
   clove audit log --category security  the audit log (GET_AUDIT_LOG)
   clove audit verify                   check the audit log's hash chain offline
 
@@ -66,8 +67,8 @@ Start a kernel with `clove-kernel`.
 
 Exit status: 0 ok, 1 the kernel answered an error, 2 usage error, 3 cannot connect;
 `clove wait`: the agent's exit code, 128+signal when killed, 124 on timeout;
-`clove demo`: 1 when an attack escaped or could not be judged, or (supervisor) a
-scenario was UNEXPECTED; `clove audit verify`: 1 when the log is not intact.";
+`clove demo`: 1 when an attack escaped or could not be judged, or (supervisor, llm)
+the demo was UNEXPECTED; `clove audit verify`: 1 when the log is not intact.";
 
 /// The reply timeout when --timeout is not given.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -242,7 +243,7 @@ enum Command {
     /// Attack the sandbox with adversarial agents and report what held; or watch supervisor
     /// groups restart crash-prone workers (`supervisor`) (see --list)
     #[command(
-        after_help = "Examples:\n  clove demo --list\n  clove demo fork-bomb\n  clove demo all --json\n  clove demo supervisor\n\nAdversarial demos (what `all` runs): each starts its own targets on this host\n(loopback listeners, a canary file, a world-writable dir), a healthy neighbour agent and\nthe attacker, then judges every attack from evidence: contained, ESCAPED or ERROR.\nExit status 1 unless all contained.\n\nThe supervision demo (`supervisor`, not part of `all`): crash-prone workers under\none_for_one and one_for_all, a group that gives up, a nested group escalating to its\nparent; a live timeline of the events (restarts, backoffs, escalations), then a verdict\nper scenario from events, LIST and GROUP_LIST: as expected or UNEXPECTED (exit status 1).\nEvery group it made is stopped at the end. About 15 s.\n\nThe scripts are in the repository's demos/ (see demos/README.md)."
+        after_help = "Examples:\n  clove demo --list\n  clove demo fork-bomb\n  clove demo all --json\n  clove demo supervisor\n  clove demo llm\n\nAdversarial demos (what `all` runs): each starts its own targets on this host\n(loopback listeners, a canary file, a world-writable dir), a healthy neighbour agent and\nthe attacker, then judges every attack from evidence: contained, ESCAPED or ERROR.\nExit status 1 unless all contained.\n\nThe supervision demo (`supervisor`, not part of `all`): crash-prone workers under\none_for_one and one_for_all, a group that gives up, a nested group escalating to its\nparent; a live timeline of the events (restarts, backoffs, escalations), then a verdict\nper scenario from events, LIST and GROUP_LIST: as expected or UNEXPECTED (exit status 1).\nEvery group it made is stopped at the end. About 15 s.\n\nThe LLM demo (`llm`, not part of `all`): four backlogged agents of 10x different request\nsizes, a flooder and a polite agent THINK against the simulated provider, 10 s under fifo,\nthen 10 s under vtc (switched with LLM_CONFIG, so root or the kernel's user); per agent the\nserved cost, calls and queue delay p50/p99, and Jain's index of the backlogged agents.\nAs expected when vtc's index is >= 0.9 and above fifo's and the polite agent waits less\nunder vtc; else UNEXPECTED (exit status 1). The scheduler is restored at the end. About 25 s.\n\nThe scripts are in the repository's demos/ (see demos/README.md)."
     )]
     Demo(DemoArgs),
 }
