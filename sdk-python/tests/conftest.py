@@ -334,12 +334,10 @@ def agents(kernel, tmp_path):
 
 NOT_IMPLEMENTED = [
     # method, args, opcode, the opcode's extra empty fields on an error reply
-    ("think", ("hello",), SyscallOp.SYS_THINK, {"content": ""}),
     ("get_system_metrics", (), SyscallOp.SYS_METRICS_SYSTEM, {}),
     ("get_agent_metrics", (), SyscallOp.SYS_METRICS_AGENT, {}),
     ("get_all_agent_metrics", (), SyscallOp.SYS_METRICS_ALL_AGENTS, {}),
     ("get_cgroup_metrics", (), SyscallOp.SYS_METRICS_CGROUP, {}),
-    ("llm_report", (10,), SyscallOp.SYS_LLM_REPORT, {}),
 ]
 
 
@@ -354,10 +352,10 @@ def opname(op: int) -> str:
     return SyscallOp(op).name[4:]
 
 
-def unimplemented(implemented, with_extras: bool = False):
-    """The first entry of NOT_IMPLEMENTED whose opcode the kernel does not implement (with
-    opcode-specific empty fields, if asked); skips the test when there is none left."""
+def unimplemented(implemented):
+    """The first entry of NOT_IMPLEMENTED whose opcode the kernel does not implement; skips the
+    test when there is none left."""
     for entry in NOT_IMPLEMENTED:
-        if opname(entry[2]) not in implemented and (entry[3] or not with_extras):
+        if opname(entry[2]) not in implemented:
             return entry
-    pytest.skip("the kernel implements every opcode of NOT_IMPLEMENTED" + (" with extra fields" if with_extras else ""))
+    pytest.skip("the kernel implements every opcode of NOT_IMPLEMENTED")

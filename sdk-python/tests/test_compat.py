@@ -15,8 +15,8 @@ Two kinds of check:
   - the connection's own id (``client.agent_id``, the reply header's agent_id): every connection
     gets a new one.
 
-  The scenario's not-implemented step uses the first opcode of conftest.NOT_IMPLEMENTED with
-  per-opcode empty fields that the kernel does not implement yet (READ today).
+  The scenario's refused THINK (an empty prompt) checks an error reply with its opcode's own
+  empty field (THINK's ``content``).
 
   Everything else (keys, their values, error texts, codes, the per-opcode empty fields, LIST's
   upper-case states, EXIT's ``goodbye``) must be identical.
@@ -41,7 +41,7 @@ import pytest
 
 from clove_sdk import CloveClient
 
-from conftest import SLEEPER, unimplemented
+from conftest import SLEEPER
 from original_client import HEADER, MAGIC, OriginalClient, encode_frame
 
 NORMALISED = {"id", "agent_id", "pid", "name", "uptime_ms"}
@@ -59,7 +59,7 @@ def normalise(value: Any, name: str) -> Any:
     return value
 
 
-def scenario(c, script: str, name: str, not_impl) -> List[Tuple[str, Any]]:
+def scenario(c, script: str, name: str) -> List[Tuple[str, Any]]:
     """The steps, each with the reply the client returned."""
     out: List[Tuple[str, Any]] = []
     out.append(("hello", c.hello()))
@@ -77,8 +77,8 @@ def scenario(c, script: str, name: str, not_impl) -> List[Tuple[str, Any]]:
     out.append(("list empty", c.list_agents()))
     out.append(("kill again", c.kill(name)))
     out.append(("pause unknown", c.pause(name)))
-    method, args, _, _ = not_impl
-    out.append(("not implemented", getattr(c, method)(*args)))
+    # A refused THINK: the error reply with THINK's own empty field (`content`).
+    out.append(("think refused", c.think("")))
     m = c.call(0x13, b"{}")
     out.append(("unknown opcode", (m.opcode, json.loads(m.payload_str))))
     m = c.call(0xA0, b"{}")
@@ -89,21 +89,19 @@ def scenario(c, script: str, name: str, not_impl) -> List[Tuple[str, Any]]:
 
 
 def test_same_scenario_same_replies(kernel, agents, implemented):
-    # An opcode the kernel does not implement yet (a METRICS_* one, today).
-    not_impl = unimplemented(implemented)
     script = agents.script(SLEEPER)
     ours_name = agents.name("compat-sdk")
     orig_name = agents.name("compat-orig")
 
     ours = CloveClient(kernel.socket)
     try:
-        a = scenario(ours, script, ours_name, not_impl)
+        a = scenario(ours, script, ours_name)
     finally:
         ours.disconnect()
     orig = OriginalClient(kernel.socket)
     assert orig.connect() is True
     try:
-        b = scenario(orig, script, orig_name, not_impl)
+        b = scenario(orig, script, orig_name)
     finally:
         orig.disconnect()
 
@@ -135,8 +133,8 @@ def test_same_scenario_same_replies(kernel, agents, implemented):
     assert r["wait killed"]["exited"] is True and r["wait killed"]["signal"] in (9, 15)
     assert r["list empty"] == []
     assert r["pause unknown"]["code"] == "not_found"
-    ni = r["not implemented"]
-    assert ni["code"] == "not_implemented" and ni.items() >= not_impl[3].items()
+    assert r["think refused"]["code"] == "invalid_request"
+    assert r["think refused"]["content"] == "" and r["think refused"]["success"] is False
     assert r["unknown opcode"] == (0x13, {"success": False, "error": "unknown opcode 0x13", "code": "unknown_opcode"})
     assert r["world"][1]["code"] == "not_supported"
     assert r["exit"] is True

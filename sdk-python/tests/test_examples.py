@@ -88,5 +88,6 @@ def test_chat_agent_asks_the_kernels_llm(agents, slow_client):
     # The test kernel has no provider key: the simulated provider answers, and says so.
     code, out = run(agents, slow_client, "chat.py", agents.name("chat"), ["hi", "and again?"])
     assert code == 0, out
-    assert out.count("[simulated answer") == 2, out
-    assert "> and again?" in out and "simulated)" in out, out
+    # One answer per question, each followed by its tokens and who answered.
+    assert out.count("simulated)\n") == 2, out
+    assert "> hi\n[simulated answer" in out and "> and again?\n[simulated answer" in out, out
