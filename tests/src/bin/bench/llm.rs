@@ -327,18 +327,6 @@ pub fn measure(kernel: &Kernel, cfg: &LlmConfig) -> Result<LlmResult> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jain_is_one_for_equal_shares_and_one_over_n_for_a_monopoly() {
-        assert!((jain(&[3.0, 3.0, 3.0, 3.0]) - 1.0).abs() < 1e-12);
-        assert!((jain(&[5.0, 0.0, 0.0, 0.0]) - 0.25).abs() < 1e-12);
-        assert!(jain(&[1.0, 2.0]) < 1.0);
-    }
-}
-
 /// The served cost of one caller as a share of the total, in percent.
 fn shares(served: &[f64]) -> Vec<f64> {
     let total: f64 = served.iter().sum();
@@ -413,4 +401,16 @@ pub fn to_json(r: &LlmResult) -> serde_json::Value {
         "think_zero_latency": us(&r.think),
         "noop": us(&r.noop),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jain_is_one_for_equal_shares_and_one_over_n_for_a_monopoly() {
+        assert!((jain(&[3.0, 3.0, 3.0, 3.0]) - 1.0).abs() < 1e-12);
+        assert!((jain(&[5.0, 0.0, 0.0, 0.0]) - 0.25).abs() < 1e-12);
+        assert!(jain(&[1.0, 2.0]) < 1.0);
+    }
 }
