@@ -21,6 +21,8 @@ mod group;
 mod llm;
 #[path = "clove/table.rs"]
 mod table;
+#[path = "clove/top.rs"]
+mod top;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -234,6 +236,12 @@ enum Command {
     /// Show the LLM scheduler and each agent's LLM use: calls, tokens, queue wait
     /// (LLM_STATS)
     Llm,
+    /// A live view of the agents: state, CPU, memory and processes against their limits,
+    /// restarts, uptime, LLM tokens (LIST, METRICS_ALL_AGENTS, LLM_STATS); Ctrl-C ends it
+    #[command(
+        after_help = "Examples:\n  clove top\n  clove top -n 5\n  clove top --once | grep worker"
+    )]
+    Top(top::TopArgs),
     /// Supervisor groups: create, list, stop (GROUP_CREATE, GROUP_LIST, GROUP_STOP)
     #[command(subcommand)]
     Group(group::GroupCmd),
@@ -405,6 +413,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Status => status(cli, c, &mut out),
         Command::Think(args) => llm::think(c, &mut out, json, args),
         Command::Llm => llm::stats(c, &mut out, json),
+        Command::Top(args) => top::top(c, &mut out, json, args),
         Command::Run(args) => agents::run(c, &mut out, json, args),
         Command::Ps { all } => agents::ps(c, &mut out, json, *all),
         Command::Kill { agent } => agents::control(c, &mut out, json, Control::Kill, agent),
