@@ -339,6 +339,7 @@ fn demo_list_and_usage_errors_need_no_kernel() {
         "fs-escape",
         "privilege",
         "supervisor",
+        "llm",
     ] {
         assert!(out.contains(name), "{name} missing in:\n{out}");
     }
@@ -346,15 +347,19 @@ fn demo_list_and_usage_errors_need_no_kernel() {
     let (code, out, _) = clove_in(dir.path(), &["demo", "--list", "--json"]);
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 7, "{v}");
+    assert_eq!(v.as_array().unwrap().len(), 8, "{v}");
     assert_eq!(v[0]["name"], "fork-bomb");
     assert_eq!(v[0]["kind"], "adversarial");
     assert_eq!(v[0]["script"], "fork_bomb.py");
-    // The supervision demo is listed last, as another kind (not part of `all`).
+    // The supervision and LLM demos are listed last, as other kinds (not part of `all`).
     assert_eq!(v[6]["name"], "supervisor");
     assert_eq!(v[6]["kind"], "supervision");
     assert_eq!(v[6]["script"], "supervised_worker.py");
     assert!(v[6].get("attacks").is_none(), "{v}");
+    assert_eq!(v[7]["name"], "llm");
+    assert_eq!(v[7]["kind"], "llm");
+    assert_eq!(v[7]["script"], "llm_agent.py");
+    assert!(v[7].get("attacks").is_none(), "{v}");
 
     let (code, _, err) = clove_in(dir.path(), &["--socket", socket, "demo", "nope"]);
     assert_eq!(code, 2);
