@@ -201,7 +201,7 @@ fn unassigned_opcodes_are_unknown_and_the_connection_stays_usable() {
         );
     }
     noop_still_echoes(&mut s);
-    assert!(Opcode::from_u8(0xD6).is_none());
+    assert!(Opcode::from_u8(0xD8).is_none());
 }
 
 /// A request that is valid for the opcode's type, per UPSTREAM-ABI.md.
