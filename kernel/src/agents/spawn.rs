@@ -190,6 +190,17 @@ pub(crate) async fn start(
         None => None,
     };
     let t0 = Instant::now();
+    // The placement in `launch` first waits for an RCU grace period (cgroup v1): start one
+    // now, so that it runs while the directories are made and init is cloned, and the
+    // placement finds it under way or passed.
+    if let Some(warmer) = agents
+        .host
+        .cgroups
+        .as_ref()
+        .and_then(|c| c.placement_warmer())
+    {
+        drop(tokio::task::spawn_blocking(move || warmer.warm()));
+    }
     let (id, earlier_uid) = match origin {
         Origin::Spawn => (kernel.ids.allocate(), None),
         Origin::Restored { id, uid } => (id, Some(uid)),

@@ -690,3 +690,29 @@ fn layout_offered(fx: &Fixture) -> String {
         .trim()
         .to_string()
 }
+
+#[test]
+fn host_placement_warmer_leaves_every_cgroup_as_it_was() {
+    let _serial = serial();
+    let Some(layout) = host_layout("host_placement_warmer_leaves_every_cgroup_as_it_was") else {
+        return;
+    };
+    let fx = Fixture::new(layout);
+    let Some(warmer) = fx.cg().placement_warmer() else {
+        skip("host_placement_warmer_leaves_every_cgroup_as_it_was: no v1 hierarchy in use");
+        return;
+    };
+    let before = std::fs::read_to_string("/proc/thread-self/cgroup").unwrap();
+    let process_before = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    // It writes: the thread is where the kernel's own cgroup was found at start.
+    assert!(warmer.warm(), "{before}");
+    assert_eq!(
+        std::fs::read_to_string("/proc/thread-self/cgroup").unwrap(),
+        before
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/cgroup").unwrap(),
+        process_before
+    );
+    fx.finish();
+}

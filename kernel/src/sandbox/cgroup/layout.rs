@@ -27,6 +27,9 @@ pub struct Placement {
     pub mount: PathBuf,
     /// The kernel's own cgroup there, as a directory under the mount point.
     pub own: PathBuf,
+    /// That cgroup as `/proc/self/cgroup` showed it at detection (`/`, `/system.slice/x`):
+    /// while a thread's line still shows it, the thread is in `own`.
+    pub proc_path: String,
 }
 
 /// Per controller we use, where it lives. Controllers the host does not mount are absent.
@@ -52,7 +55,7 @@ impl Layout {
     pub fn detect(mountinfo: &str, proc_self_cgroup: &str) -> Result<Layout, CgroupError> {
         let memberships = parse_proc_cgroup(proc_self_cgroup)?;
         let mut layout = Layout::default();
-        let mut v2: Option<(PathBuf, PathBuf)> = None;
+        let mut v2: Option<(PathBuf, PathBuf, String)> = None;
         let mut v1_mounted: Vec<Controller> = Vec::new();
 
         for (n, line) in mountinfo.lines().enumerate() {
@@ -105,6 +108,7 @@ impl Layout {
                                 version: Version::V1,
                                 mount: m.mount_point.clone(),
                                 own: own.clone(),
+                                proc_path: path.to_string(),
                             },
                         );
                     }
@@ -118,7 +122,7 @@ impl Layout {
                         continue;
                     };
                     match own_dir(&m.mount_point, m.root, path) {
-                        Some(own) => v2 = Some((m.mount_point, own)),
+                        Some(own) => v2 = Some((m.mount_point, own, path.to_string())),
                         None => layout.notes.push(format!(
                             "cgroup2: own cgroup {path} is outside the mount {} (root {})",
                             m.mount_point.display(),
@@ -140,12 +144,13 @@ impl Layout {
                     .iter()
                     .any(|(ctrls, _)| ctrls.iter().any(|x| x == c.name()))
         };
-        if let Some((mount, own)) = v2 {
+        if let Some((mount, own, proc_path)) = v2 {
             for c in Controller::ALL.into_iter().filter(|c| !on_v1(*c)) {
                 layout.placements.entry(c).or_insert_with(|| Placement {
                     version: Version::V2,
                     mount: mount.clone(),
                     own: own.clone(),
+                    proc_path: proc_path.clone(),
                 });
             }
         }

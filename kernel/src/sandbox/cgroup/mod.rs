@@ -47,7 +47,7 @@ pub use {
     fs::{CgroupFs, HostFs},
     layout::{Layout, Placement},
     limits::{shares_to_weight, CgroupLimits},
-    tree::Cgroups,
+    tree::{Cgroups, PlacementWarmer},
 };
 
 /// The version of a cgroup hierarchy.

@@ -54,6 +54,27 @@ pub struct Cgroups {
     kernel_leaf: Option<PathBuf>,
     notes: Vec<String>,
     timeouts: Timeouts,
+    /// The v1 hierarchy [`Cgroups::placement_warmer`] uses, if there is one.
+    warm: Option<WarmTarget>,
+}
+
+/// Where a [`PlacementWarmer`] moves its thread: the kernel's own cgroup in one v1 hierarchy.
+#[derive(Debug, Clone)]
+struct WarmTarget {
+    /// A controller of that hierarchy, to find its line in `/proc/thread-self/cgroup`.
+    controller: Controller,
+    /// The kernel's own cgroup as that line showed it at start.
+    proc_path: String,
+    /// `<own>/tasks`.
+    tasks: PathBuf,
+}
+
+/// Starts cgroup v1's wait for an RCU grace period ahead of a placement, with no effect on
+/// any process's cgroups ([`Cgroups::placement_warmer`]).
+#[derive(Debug, Clone)]
+pub struct PlacementWarmer {
+    fs: Arc<dyn CgroupFs>,
+    target: WarmTarget,
 }
 
 // Read by METRICS_* (issue 9), the demos and the tests; not by the kernel yet.
@@ -77,6 +98,7 @@ impl Cgroups {
             kernel_leaf: None,
             notes: layout.notes().to_vec(),
             timeouts: Timeouts::default(),
+            warm: None,
         };
 
         // Co-mounted controllers (cpu,cpuacct; everything on v2) share one hierarchy.
@@ -93,6 +115,15 @@ impl Cgroups {
                 Version::V1 => cg.setup_v1(&base, &placed),
                 Version::V2 => cg.setup_v2(&own, &base, &placed),
             };
+            if version == Version::V1 && cg.warm.is_none() {
+                cg.warm = controllers.first().and_then(|&c| {
+                    Some(WarmTarget {
+                        controller: c,
+                        proc_path: layout.placement(c)?.proc_path.clone(),
+                        tasks: own.join("tasks"),
+                    })
+                });
+            }
             if controllers.is_empty() {
                 // Nothing usable here: do not leave an empty subtree behind.
                 if cg.fs.exists(&base) && cg.fs.subdirs(&base).is_ok_and(|s| s.is_empty()) {
@@ -295,6 +326,15 @@ impl Cgroups {
     /// The subtree directory in each hierarchy in use.
     pub fn subtree_dirs(&self) -> Vec<PathBuf> {
         self.hierarchies.iter().map(|h| h.base.clone()).collect()
+    }
+
+    /// A handle that starts cgroup v1's grace period ahead of a placement; `None` without a
+    /// v1 hierarchy in use.
+    pub fn placement_warmer(&self) -> Option<PlacementWarmer> {
+        self.warm.clone().map(|target| PlacementWarmer {
+            fs: self.fs.clone(),
+            target,
+        })
     }
 
     /// The v2 leaf the kernel moved itself into, if it had to.
@@ -503,6 +543,45 @@ fn names(cs: &[Controller]) -> String {
     cs.iter().map(|c| c.name()).collect::<Vec<_>>().join(",")
 }
 
+impl PlacementWarmer {
+    /// Moves the calling thread into the cgroup it is already in (the kernel's own, in one v1
+    /// hierarchy): nothing changes for any process, but the write takes the lock every
+    /// placement takes. On cgroup v1 (without the host's `favordynmods`) taking it first
+    /// waits for an RCU grace period, 1.4 ms on a quiet host and 10 ms on a busy one, and the
+    /// lock's fast path comes back only a grace period after the last holder let go. So a
+    /// placement that starts while this one waits shares its grace period, and one that starts
+    /// soon after it waits for none: SPAWN calls this as soon as the agent's cgroup exists,
+    /// while init is still being cloned, and the grace period runs meanwhile.
+    ///
+    /// Skipped (`false`) when the thread's line in `/proc/thread-self/cgroup` no longer shows
+    /// the kernel's own cgroup (someone moved the kernel): the write would then move it back.
+    /// The line is read right before the write; a move in between is undone for this one
+    /// thread of the blocking pool, which is harmless.
+    pub fn warm(&self) -> bool {
+        let here = Path::new("/proc/thread-self/cgroup");
+        let Ok(text) = self.fs.read(here) else {
+            return false;
+        };
+        if !in_v1_cgroup(&text, self.target.controller, &self.target.proc_path) {
+            return false;
+        }
+        let tid = nix::unistd::gettid();
+        self.fs.write(&self.target.tasks, &tid.to_string()).is_ok()
+    }
+}
+
+/// Whether `text`, a `/proc/<pid>/cgroup` file, shows its task in cgroup `path` of the v1
+/// hierarchy that holds `controller`.
+fn in_v1_cgroup(text: &str, controller: Controller, path: &str) -> bool {
+    text.lines().any(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(ctrls), Some(p)) = (parts.next(), parts.next(), parts.next()) else {
+            return false;
+        };
+        p == path && ctrls.split(',').any(|c| c == controller.name())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -555,6 +634,30 @@ mod tests {
         fs.mount_v2("/sys/fs/cgroup/unified", &["hugetlb"]);
         fs.mkdir_all(CI_MEMORY_OWN).unwrap();
         fs
+    }
+
+    #[test]
+    fn the_placement_warmer_targets_the_kernels_own_v1_cgroup_only_while_it_is_there() {
+        let fs = ci_host();
+        let layout = Layout::detect(CI_MOUNTINFO, CI_CGROUP).unwrap();
+        let cg = Cgroups::new(fs, layout, "clove-t").unwrap();
+        let warmer = cg.placement_warmer().expect("a v1 hierarchy is in use");
+        // The first hierarchy (cpu), where the kernel sits at the root.
+        assert_eq!(warmer.target.controller, Controller::Cpu);
+        assert_eq!(warmer.target.proc_path, "/");
+        assert_eq!(warmer.target.tasks, p("/sys/fs/cgroup/cpu/tasks"));
+        assert!(in_v1_cgroup(CI_CGROUP, Controller::Cpu, "/"));
+        assert!(in_v1_cgroup(
+            CI_CGROUP,
+            Controller::Memory,
+            "/process_api/8660aacce27104503dc574237160f47d"
+        ));
+        // Moved elsewhere since, or another hierarchy's line: the write would move it.
+        let moved = CI_CGROUP.replace("1:cpu:/", "1:cpu:/elsewhere");
+        assert!(!in_v1_cgroup(&moved, Controller::Cpu, "/"));
+        assert!(!in_v1_cgroup(CI_CGROUP, Controller::Memory, "/"));
+        // No /proc/thread-self/cgroup in the fake: nothing is written.
+        assert!(!warmer.warm());
     }
 
     #[test]
