@@ -321,6 +321,7 @@ async fn relaunch(
     let Some(launchable) = &agent.relaunch else {
         return Err(());
     };
+    spawn::warm_placement(agents);
     if let Err(e) = agent.log.note(&format!(
         "--- clove: restart {restart_count} after {} ---",
         reason.short()

@@ -190,17 +190,8 @@ pub(crate) async fn start(
         None => None,
     };
     let t0 = Instant::now();
-    // The placement in `launch` first waits for an RCU grace period (cgroup v1): start one
-    // now, so that it runs while the directories are made and init is cloned, and the
-    // placement finds it under way or passed.
-    if let Some(warmer) = agents
-        .host
-        .cgroups
-        .as_ref()
-        .and_then(|c| c.placement_warmer())
-    {
-        drop(tokio::task::spawn_blocking(move || warmer.warm()));
-    }
+    // Meanwhile the directories are made and init is cloned.
+    warm_placement(agents);
     let (id, earlier_uid) = match origin {
         Origin::Spawn => (kernel.ids.allocate(), None),
         Origin::Restored { id, uid } => (id, Some(uid)),
@@ -428,6 +419,22 @@ fn join_check(kernel: &Kernel, name: &str, owner_uid: u32) -> Result<Arc<GroupHa
         ));
     }
     Ok(group)
+}
+
+/// The placement in [`launch`] first waits for an RCU grace period (cgroup v1): this starts
+/// one on a blocking thread ([`PlacementWarmer::warm`]) and returns at once, so that the
+/// placement finds it under way or passed. SPAWN and a restart call it as they begin.
+///
+/// [`PlacementWarmer::warm`]: crate::sandbox::cgroup::PlacementWarmer::warm
+pub(crate) fn warm_placement(agents: &Agents) {
+    if let Some(warmer) = agents
+        .host
+        .cgroups
+        .as_ref()
+        .and_then(|c| c.placement_warmer())
+    {
+        drop(tokio::task::spawn_blocking(move || warmer.warm()));
+    }
 }
 
 /// Starts one process of agent `id` from what SPAWN prepared: its log pipe, its cgroup (made
