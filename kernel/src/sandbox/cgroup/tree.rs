@@ -550,8 +550,10 @@ impl PlacementWarmer {
     /// waits for an RCU grace period, 1.4 ms on a quiet host and 10 ms on a busy one, and the
     /// lock's fast path comes back only a grace period after the last holder let go. So a
     /// placement that starts while this one waits shares its grace period, and one that starts
-    /// soon after it waits for none: SPAWN calls this as soon as the agent's cgroup exists,
-    /// while init is still being cloned, and the grace period runs meanwhile.
+    /// soon after it waits for none: SPAWN calls this as it begins, and the grace period runs
+    /// while the agent's directories are made and init is cloned. (The write holds
+    /// `cgroup_mutex` meanwhile, so making the agent's cgroup waits for it too; the placement
+    /// could not have been done sooner anyway.)
     ///
     /// Skipped (`false`) when the thread's line in `/proc/thread-self/cgroup` no longer shows
     /// the kernel's own cgroup (someone moved the kernel): the write would then move it back.
