@@ -56,6 +56,11 @@ pub struct Chunk {
 }
 
 impl AgentLog {
+    /// Creates the empty log file in `dir` ahead of [`AgentLog::create`], as it would.
+    pub fn prepare(dir: &Path) -> io::Result<()> {
+        open_append(&dir.join("output.log")).map(drop)
+    }
+
     /// The log in `dir`, capped at `max` bytes per file: created empty, or continued when
     /// `dir` has one (an agent restored by a new kernel), its offsets then counting from the
     /// oldest byte on disk.

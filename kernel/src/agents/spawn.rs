@@ -50,6 +50,9 @@ const NAME_MAX: usize = 128;
 pub const RESTORED_MARKER: &str = "--- clove: restored after a kernel restart ---";
 /// The sandboxes' shared root mount point in the agents directory (a name no agent id has).
 pub(crate) const SANDBOX_ROOT: &str = "sandbox-root";
+/// The next agent's directory, made ahead of time in the agents directory (a name no agent id
+/// has; see [`make_spare`]).
+const SPARE: &str = ".spare";
 
 fn invalid(why: impl std::fmt::Display) -> WireError {
     WireError::invalid_request(why)
@@ -252,8 +255,13 @@ pub(crate) async fn start(
     let script_copy = dir
         .join("script")
         .join(script.file_name().unwrap_or_default());
-    make_dir(&dir, 0o711)?;
-    make_private_dir(&work)?;
+    // A fresh agent takes the directory made ahead of time, if there is one: one rename
+    // instead of three new inodes.
+    let took_spare = origin == Origin::Spawn && take_spare(&agents.host.dir, &dir);
+    if !took_spare {
+        make_dir(&dir, 0o711)?;
+        make_private_dir(&work)?;
+    }
     make_private_dir(&new_root)?;
     chown(&work, uid, gid)?;
     if let (Some(disk), true) = (limits.disk, agents.host.root) {
@@ -395,6 +403,11 @@ pub(crate) async fn start(
         not_applied = ?isolation.not_applied,
         "agent started"
     );
+    if origin == Origin::Spawn {
+        // Off SPAWN's path: the next one takes it.
+        let agents_dir = agents.host.dir.clone();
+        drop(tokio::task::spawn_blocking(move || make_spare(&agents_dir)));
+    }
     Ok(SpawnReply {
         id,
         name: req.name,
@@ -419,6 +432,48 @@ fn join_check(kernel: &Kernel, name: &str, owner_uid: u32) -> Result<Arc<GroupHa
         ));
     }
     Ok(group)
+}
+
+/// Moves the spare agent directory (see [`make_spare`]) to `dir`; `false` when there was
+/// none (or `dir` is taken), and then nothing changed.
+fn take_spare(agents_dir: &Path, dir: &Path) -> bool {
+    fs::rename(agents_dir.join(SPARE), dir).is_ok()
+}
+
+/// Makes the next agent's directory ahead of time, as SPAWN would make it (the directory,
+/// 0711; its `work`, 0700; an empty log), in the agents directory as [`SPARE`]. On a file
+/// system slow to allocate inodes this takes the allocations off SPAWN's path: ext4 without
+/// a journal skips every inode deleted in the last half minute, one buffer lookup each, and
+/// after many deletions (expired agents, other users) each new inode cost 0.75 ms of CPU.
+/// Built under a temporary name and renamed into place, so a SPAWN only ever takes a
+/// complete one; a spare left by an earlier kernel is set aside with its other leftovers.
+fn make_spare(agents_dir: &Path) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let spare = agents_dir.join(SPARE);
+    if spare.exists() {
+        return;
+    }
+    let building = agents_dir.join(format!(
+        "{SPARE}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let made = make_dir(&building, 0o711)
+        .and_then(|()| make_private_dir(&building.join("work")))
+        .and_then(|()| {
+            AgentLog::prepare(&building)
+                .map_err(|e| internal(format!("create the log in {}: {e}", building.display())))
+        })
+        .and_then(|()| {
+            // Fails when another spare got there first; this one is then not needed.
+            fs::rename(&building, &spare)
+                .map_err(|e| internal(format!("rename {}: {e}", building.display())))
+        });
+    if let Err(e) = made {
+        tracing::debug!("make the spare agent directory: {}", e.message);
+        let _ = fs::remove_dir_all(&building);
+    }
 }
 
 /// The placement in [`launch`] first waits for an RCU grace period (cgroup v1): this starts
