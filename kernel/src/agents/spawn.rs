@@ -1149,6 +1149,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_spare_agent_directory_is_complete_and_taken_once() {
+        let agents = tempfile::tempdir().unwrap();
+        make_spare(agents.path());
+        let spare = agents.path().join(SPARE);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&spare), 0o711);
+        assert_eq!(mode(&spare.join("work")) & 0o077, 0, "work is private");
+        assert_eq!(fs::read(spare.join("output.log")).unwrap(), b"");
+        // Only the spare: the directory it was built in is gone.
+        assert_eq!(fs::read_dir(agents.path()).unwrap().count(), 1);
+        make_spare(agents.path());
+        assert_eq!(fs::read_dir(agents.path()).unwrap().count(), 1);
+
+        let dir = agents.path().join("7");
+        assert!(take_spare(agents.path(), &dir));
+        assert!(dir.join("work").is_dir() && !spare.exists());
+        assert!(!take_spare(agents.path(), &agents.path().join("8")));
+        assert!(!agents.path().join("8").exists());
+    }
+
+    #[test]
     fn limits_out_of_range_name_the_field() {
         assert!(validate_limits(&Limits::default()).is_ok());
         let small_quota = Limits {
