@@ -3,8 +3,9 @@
 //!
 //! * SPAWN: a sandboxed agent whose program is `/bin/true` (`interpreter: ""`), from the
 //!   SPAWN request until a blocking WAIT reports its exit, against
-//!   `unshare --fork --pid --mount --uts --ipc --net /bin/true` run from the bench (fork, exec,
-//!   namespaces, exit, reap): the floor for "a process in fresh namespaces that ran and ended".
+//!   `unshare --fork --pid --mount --uts --ipc --net /bin/true SOCKET` run from the bench
+//!   (fork, exec, namespaces, exit, reap) with the agent's argv and `LANG`: the floor for "a
+//!   process in fresh namespaces that ran and ended".
 //!   Kernel and baseline alternate within each round, first one then the other, so slow drift
 //!   of the machine lands on both. The SPAWN reply alone (request → reply) is reported too.
 //! * KILL: a sandboxed Python agent sleeping with no signal handler, killed once LIST shows it
@@ -186,11 +187,19 @@ fn spawn_true(client: &mut Client, name: &str) -> Result<(Duration, Duration, Sp
     Ok((replied, exited, reply))
 }
 
-/// One `unshare ... /bin/true` from fork to reaped exit.
-fn unshare_true(unshare: &Path) -> Result<Duration> {
+/// One `unshare ... /bin/true SOCKET` from fork to reaped exit, like for like with the
+/// sandboxed `/bin/true`: the same one argument (an agent's program gets its socket path as
+/// `argv[1]`, and coreutils' `true` with one argument sets up its locale, opening about a
+/// dozen locale files, 0.2 ms more than with none) and the same `LANG` in a clean
+/// environment.
+fn unshare_true(unshare: &Path, socket: &Path) -> Result<Duration> {
     let start = Instant::now();
     let status = Command::new(unshare)
         .args(UNSHARE_ARGS)
+        .arg(socket)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("LANG", "C.UTF-8")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -237,7 +246,7 @@ pub fn measure_spawn(kernel: &Kernel, cfg: &AgentConfig) -> Result<SpawnResult> 
                     exit.push(ns(e));
                 }
             } else {
-                let t = unshare_true(&unshare)?;
+                let t = unshare_true(&unshare, &kernel.socket)?;
                 if timed {
                     base.push(ns(t));
                 }
