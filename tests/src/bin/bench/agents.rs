@@ -221,7 +221,7 @@ pub fn measure_spawn(kernel: &Kernel, cfg: &AgentConfig) -> Result<SpawnResult> 
         which("unshare").context("the SPAWN baseline needs `unshare` (util-linux) on PATH")?;
     progress(format_args!(
         "spawn: {} rounds (+{} warm-up) of sandboxed /bin/true via SPAWN + WAIT, interleaved \
-         with `unshare {}`",
+         with `unshare {} SOCKET`",
         cfg.spawn_runs,
         cfg.spawn_warmup,
         UNSHARE_ARGS.join(" ")
