@@ -14,6 +14,7 @@ mod ids;
 mod ipc;
 mod kernel;
 mod llm;
+mod notify;
 mod perms;
 mod record;
 mod sandbox;
@@ -96,6 +97,8 @@ fn init_logging(config: &Config) {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
+    // First, while no thread exists: it takes NOTIFY_SOCKET out of the environment.
+    let notifier = notify::Notifier::from_env();
     // Files the kernel creates are private unless it widens them (the socket becomes 0660).
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     raise_fd_limit();
@@ -135,6 +138,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let shutdown = kernel.stopping.clone();
         tokio::spawn(signals.wait(shutdown.clone()));
+        notifier.watch(shutdown.clone());
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             pid = std::process::id(),
@@ -159,6 +163,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         // no SPAWN takes one's name first. (Supervisor groups are restored before them.)
         kernel.groups.restore();
         agents::restore::restore(&kernel).await;
+        // The sockets listen since bind: a client told "ready" is queued, then accepted.
+        notifier.ready(&format!("serving on {}", kernel.config.socket.display()));
         let served = server::serve(listeners, sockets).await;
         kernel.stop_agents().await;
         // Last: every STORE that replied is already durable; this stops the writer cleanly.
