@@ -5,6 +5,7 @@
 #
 # * systemd: `systemd-analyze verify` on a copy of the unit whose ExecStart is the built
 #   binary; any message fails (verify exits 0 on unknown keys and bad values, printing them).
+#   The sysusers file is applied to a scratch root.
 # * Kubernetes: every manifest parses as YAML and holds together (names, selector, volumes,
 #   probes, namespace); the ConfigMap's clove.toml is accepted by `clove-kernel --config`.
 # * Docker: hadolint, when installed. The image is not built here.
@@ -37,6 +38,18 @@ if command -v systemd-analyze >/dev/null; then
     fi
 else
     echo "SKIP: systemd-analyze not installed (apt-get install systemd)"; failed=1
+fi
+
+echo "== sysusers (into a scratch root, not this machine's /etc)"
+if command -v systemd-sysusers >/dev/null; then
+    mkdir -p "$tmp/root/etc"
+    cp /etc/passwd /etc/group "$tmp/root/etc/"
+    if out=$(systemd-sysusers --root="$tmp/root" "$here/systemd/clove.sysusers" 2>&1) \
+        && grep -q '^clove:' "$tmp/root/etc/group"; then
+        echo "ok: systemd-sysusers creates the group clove"
+    else
+        echo "FAIL: systemd-sysusers: $out"; failed=1
+    fi
 fi
 
 echo "== Kubernetes manifests"
