@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Runs deploy/systemd/clove-kernel.service under a real systemd on a machine whose PID 1 is
 # not systemd (a CI VM, a container host): systemd becomes PID 1 of new pid, mount, cgroup
-# and uts namespaces, with private /run and /tmp and its own cgroup mounts below a sub-cgroup
-# of this shell's cgroups, and starts only the kernel's unit (DefaultDependencies=no in a
+# and uts namespaces, with private (empty) /run, /tmp, /var/tmp, /var/lib and /var/log, and
+# its own cgroup mounts below a sub-cgroup of this shell's cgroups, and starts only the kernel's unit (DefaultDependencies=no in a
 # drop-in; container=lxc, so no hardware units). Then it checks, as root:
 #
 #   * `systemctl start` returns once the kernel sent READY=1 (Type=notify), with its STATUS=;
 #   * agents spawn with full isolation under the unit's hardening and Delegate=yes, and see
-#     no NOTIFY_SOCKET;
+#     no NOTIFY_SOCKET; `clove demo all` finds every attack contained;
 #   * `systemctl stop` shows STOPPING=1's status, waits for an agent's grace, ends with
 #     result success and leaves no process and no cgroup behind;
 #   * a SIGKILLed kernel is restarted (Restart=on-failure) and brings its agent back;
@@ -55,7 +55,9 @@ done < "$work/mounts"
 mkdir -p /run/systemd/system /run/clove-check
 cp -r "$work/units/." /run/systemd/system/
 cp "$work/bin/"* /run/clove-check/
-mount -t tmpfs tmpfs /tmp
+# Nothing of the host's state: the unit's StateDirectory, systemd's and the journal's.
+for d in /tmp /var/tmp /var/lib /var/log; do mount -t tmpfs -o mode=755 tmpfs "\$d"; done
+chmod 1777 /tmp /var/tmp
 export container=lxc
 exec /lib/systemd/systemd --system --unit=clove-check.target --log-target=null --show-status=no
 EOF
@@ -143,6 +145,9 @@ check "a sandboxed agent runs with full isolation under the unit's hardening" \
 check "the agent does not see NOTIFY_SOCKET" bash -c "! grep -q NOTIFY_SOCKET <<< '$env_line'"
 check "agents' cgroups are below the service's (Delegate=yes)" \
     bash -c "nsenter -t $sdpid -m -p -u -C -- sh -c 'ls -d /sys/fs/cgroup/*/system.slice/clove-kernel.service/clove-*' >/dev/null 2>&1"
+
+check "clove demo all: every attack contained under the unit" \
+    bash -c "nsenter -t $sdpid -m -p -u -C -- /run/clove-check/clove --socket /run/clove/clove.sock demo all > '$work/demo.log' 2>&1"
 
 clove run /run/clove-check/agent_ignore_sigterm.py --name stubborn > /dev/null
 clove run /run/clove-check/agent_sleep.py --name durable --restart always > /dev/null
