@@ -52,6 +52,8 @@ pub struct Kernel {
     pub recorder: crate::record::Recorder,
     /// THINK: the LLM providers and the fair scheduler in front of them.
     pub llm: Arc<crate::llm::Llm>,
+    /// The metrics readers and their kept CPU readings (METRICS_*).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Kernel {
@@ -116,6 +118,7 @@ impl Kernel {
             asyncs,
             recorder: crate::record::Recorder::new(),
             llm,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         })
     }
 

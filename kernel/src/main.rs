@@ -14,6 +14,7 @@ mod ids;
 mod ipc;
 mod kernel;
 mod llm;
+mod metrics;
 mod notify;
 mod perms;
 mod record;

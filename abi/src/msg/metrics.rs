@@ -123,7 +123,8 @@ pub struct MetricsAgentReply {
     pub metrics: AgentMetrics,
 }
 
-/// One agent's metrics: `{agent_id, name, pid, status, uptime_ms, process, cgroup?}`.
+/// One agent's metrics: `{agent_id, name, pid, status, uptime_ms, process, cgroup?}`, plus
+/// our `restarts?` and `init_pid?`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct AgentMetrics {
@@ -131,7 +132,8 @@ pub struct AgentMetrics {
     pub agent_id: u32,
     /// Its name (empty when it has none).
     pub name: String,
-    /// Its pid as the host sees it.
+    /// Its pid as the host sees it: the agent's own process (the script), not the sandbox's
+    /// init (see `init_pid`). 0 between a crash and its restart, when it has no process.
     pub pid: i32,
     /// Its state as text; our kernel sends LIST's upper-case spelling (`RUNNING`).
     pub status: String,
@@ -143,9 +145,16 @@ pub struct AgentMetrics {
     /// unavailable).
     #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
     pub cgroup: Option<CgroupMetrics>,
+    /// Extension: how often its restart policy restarted it so far.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub restarts: Option<u32>,
+    /// Extension: the host pid of its sandbox's init (PID 1 of the sandbox, the agent's
+    /// parent); absent when not sandboxed.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub init_pid: Option<i32>,
 }
 
-/// A process's usage: `{pid, cpu, memory, threads, fds}`.
+/// A process's usage: `{pid, cpu, memory, threads, fds}`, plus our `io?`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct ProcessMetrics {
@@ -159,9 +168,23 @@ pub struct ProcessMetrics {
     pub threads: u32,
     /// Number of open file descriptors.
     pub fds: u32,
+    /// Extension: the process's storage I/O since it started (`/proc/<pid>/io`); absent when
+    /// the host does not report it.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub io: Option<IoBytes>,
 }
 
-/// A process's CPU usage: `{percent}`.
+/// Bytes read from and written to storage: `{read_bytes, write_bytes}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct IoBytes {
+    /// Bytes read from storage (page cache hits not counted).
+    pub read_bytes: u64,
+    /// Bytes written to storage (or to the page cache, to be written).
+    pub write_bytes: u64,
+}
+
+/// A process's CPU usage: `{percent}`, plus our `time_usec?`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct ProcessCpu {
@@ -169,6 +192,9 @@ pub struct ProcessCpu {
     /// it uses several).
     #[cfg_attr(test, proptest(strategy = "finite_f64()"))]
     pub percent: f64,
+    /// Extension: CPU time used since it started (user and system), µs.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub time_usec: Option<u64>,
 }
 
 /// A process's memory: `{rss, vms}`.
@@ -217,7 +243,7 @@ pub struct MetricsCgroupReply {
     pub metrics: CgroupMetrics,
 }
 
-/// A cgroup's usage: `{cpu, memory, pids, version?, path?}`.
+/// A cgroup's usage: `{cpu, memory, pids, version?, path?, io?}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct CgroupMetrics {
@@ -227,16 +253,22 @@ pub struct CgroupMetrics {
     pub memory: CgroupMemory,
     /// Processes and threads.
     pub pids: CgroupPids,
-    /// Extension: the cgroup version the numbers were read from, `"v1"` or `"v2"`.
+    /// Extension: the cgroup version the numbers were read from, `"v1"` or `"v2"` (`"hybrid"`
+    /// when they come from hierarchies of both).
     #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
     pub version: Option<String>,
     /// Extension: the cgroup's path.
     #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
     pub path: Option<String>,
+    /// Extension: storage I/O of the cgroup (v2 `io.stat`, v1 `blkio`); absent when the I/O
+    /// controller is not in force for it.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub io: Option<IoBytes>,
 }
 
-/// A cgroup's CPU time: `{usage_usec, user_usec, system_usec, throttled_usec?, nr_throttled?}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A cgroup's CPU time: `{usage_usec, user_usec, system_usec, throttled_usec?, nr_throttled?}`,
+/// plus our `percent?` and `nr_periods?`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct CgroupCpu {
     /// CPU time used in total, µs.
@@ -251,9 +283,20 @@ pub struct CgroupCpu {
     /// Number of periods throttled; absent when the host does not report it.
     #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
     pub nr_throttled: Option<u64>,
+    /// Extension: CPU time used since the previous reading as a percentage of one CPU
+    /// (above 100 when it uses several); absent on the first reading of a cgroup whose age
+    /// the kernel does not know.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    #[cfg_attr(test, proptest(strategy = "proptest::option::of(finite_f64())"))]
+    pub percent: Option<f64>,
+    /// Extension: number of CPU quota periods elapsed while it had runnable tasks; absent
+    /// when the host does not report it.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub nr_periods: Option<u64>,
 }
 
-/// A cgroup's memory: `{current, max?, peak?}`.
+/// A cgroup's memory: `{current, max?, peak?}`, plus our `swap?`, `swap_max?` and
+/// `oom_kills?`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct CgroupMemory {
@@ -265,6 +308,17 @@ pub struct CgroupMemory {
     /// The highest usage seen, bytes; absent when the host does not report it.
     #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
     pub peak: Option<u64>,
+    /// Extension: swap in use, bytes; absent without swap accounting.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub swap: Option<u64>,
+    /// Extension: the swap limit, bytes (v1: of memory and swap together,
+    /// `memory.memsw.limit_in_bytes`); absent when unlimited or not accounted.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub swap_max: Option<u64>,
+    /// Extension: processes killed by the OOM killer in it; absent without the memory
+    /// controller.
+    #[serde(default, skip_serializing_if = "crate::codec::skip_none")]
+    pub oom_kills: Option<u64>,
 }
 
 /// A cgroup's processes: `{current, max?}`.

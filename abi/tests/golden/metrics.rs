@@ -2,7 +2,7 @@
 
 use clove_abi::codec::encode;
 use clove_abi::msg::{
-    AgentMetrics, CgroupCpu, CgroupMemory, CgroupMetrics, CgroupPids, MetricsAgentReply,
+    AgentMetrics, CgroupCpu, CgroupMemory, CgroupMetrics, CgroupPids, IoBytes, MetricsAgentReply,
     MetricsAgentRequest, MetricsAllAgentsReply, MetricsAllAgentsRequest, MetricsCgroupReply,
     MetricsCgroupRequest, MetricsSystemReply, MetricsSystemRequest, ProcessCpu, ProcessMemory,
     ProcessMetrics, SystemCpu, SystemDisk, SystemMemory, SystemMetrics, SystemNetwork,
@@ -136,15 +136,21 @@ fn worker() -> AgentMetrics {
         uptime_ms: 1500,
         process: ProcessMetrics {
             pid: 1234,
-            cpu: ProcessCpu { percent: 0.5 },
+            cpu: ProcessCpu {
+                percent: 0.5,
+                time_usec: None,
+            },
             memory: ProcessMemory {
                 rss: 4096,
                 vms: 8192,
             },
             threads: 3,
             fds: 10,
+            io: None,
         },
         cgroup: None,
+        restarts: None,
+        init_pid: None,
     }
 }
 
@@ -163,12 +169,48 @@ fn metrics_agent_reply_has_the_original_keys() {
         }})
     );
     // pid 1234 is zigzag 2468 = varint a4 13; uptime 1500 = dc 0b; 0.5 = 0x3fe0..;
-    // rss 4096 = 80 20, vms 8192 = 80 40; cgroup None.
+    // time_usec None; rss 4096 = 80 20, vms 8192 = 80 40; io None; cgroup, restarts and
+    // init_pid None.
     assert_eq!(
         encode(Codec::Postcard, &r).unwrap(),
         hex("01  07  01 77  a4 13  07 52 55 4e 4e 49 4e 47  dc 0b
-             a4 13  00 00 00 00 00 00 e0 3f  80 20  80 40  03  0a
-             00")
+             a4 13  00 00 00 00 00 00 e0 3f 00  80 20  80 40  03  0a 00
+             00 00 00")
+    );
+    // Our extensions, when present.
+    let ours = MetricsAgentReply {
+        success: true,
+        metrics: AgentMetrics {
+            restarts: Some(2),
+            init_pid: Some(1200),
+            process: ProcessMetrics {
+                cpu: ProcessCpu {
+                    percent: 0.5,
+                    time_usec: Some(250),
+                },
+                io: Some(IoBytes {
+                    read_bytes: 1,
+                    write_bytes: 2,
+                }),
+                ..worker().process
+            },
+            ..worker()
+        },
+    };
+    let j = sent(&ours);
+    assert_eq!(
+        (
+            &j["metrics"]["restarts"],
+            &j["metrics"]["init_pid"],
+            &j["metrics"]["process"]["cpu"],
+            &j["metrics"]["process"]["io"]
+        ),
+        (
+            &json!(2),
+            &json!(1200),
+            &json!({"percent": 0.5, "time_usec": 250}),
+            &json!({"read_bytes": 1, "write_bytes": 2})
+        )
     );
     let with_cgroup = MetricsAgentReply {
         success: true,
@@ -278,11 +320,16 @@ fn metrics_cgroup_reply_has_the_original_keys() {
                 system_usec: 400,
                 throttled_usec: None,
                 nr_throttled: None,
+                percent: None,
+                nr_periods: None,
             },
             memory: CgroupMemory {
                 current: 4096,
                 max: None,
                 peak: None,
+                swap: None,
+                swap_max: None,
+                oom_kills: None,
             },
             pids: CgroupPids {
                 current: 2,
@@ -290,6 +337,7 @@ fn metrics_cgroup_reply_has_the_original_keys() {
             },
             version: None,
             path: None,
+            io: None,
         },
     };
     assert_eq!(
@@ -300,11 +348,11 @@ fn metrics_cgroup_reply_has_the_original_keys() {
             "pids": {"current": 2}
         }})
     );
-    // 1000 = e8 07, 600 = d8 04, 400 = 90 03, two None; 4096 = 80 20, two None; 2, None;
-    // version None, path None.
+    // 1000 = e8 07, 600 = d8 04, 400 = 90 03, four None; 4096 = 80 20, five None; 2, None;
+    // version, path and io None.
     assert_eq!(
         encode(Codec::Postcard, &r).unwrap(),
-        hex("01  e8 07  d8 04  90 03  00 00  80 20  00 00  02 00  00 00")
+        hex("01  e8 07  d8 04  90 03  00 00 00 00  80 20  00 00 00 00 00  02 00  00 00 00")
     );
     let full = MetricsCgroupReply {
         success: true,
@@ -312,12 +360,17 @@ fn metrics_cgroup_reply_has_the_original_keys() {
             cpu: CgroupCpu {
                 throttled_usec: Some(50),
                 nr_throttled: Some(3),
+                percent: Some(12.5),
+                nr_periods: Some(9),
                 ..r.metrics.cpu.clone()
             },
             memory: CgroupMemory {
                 current: 4096,
                 max: Some(1 << 20),
                 peak: Some(8192),
+                swap: Some(0),
+                swap_max: Some(2 << 20),
+                oom_kills: Some(1),
             },
             pids: CgroupPids {
                 current: 2,
@@ -325,16 +378,22 @@ fn metrics_cgroup_reply_has_the_original_keys() {
             },
             version: Some("v2".into()),
             path: Some("/sys/fs/cgroup/clove/a-7".into()),
+            io: Some(IoBytes {
+                read_bytes: 5,
+                write_bytes: 6,
+            }),
         },
     };
     assert_eq!(
         sent(&full),
         json!({"success": true, "metrics": {
             "cpu": {"usage_usec": 1000, "user_usec": 600, "system_usec": 400,
-                    "throttled_usec": 50, "nr_throttled": 3},
-            "memory": {"current": 4096, "max": 1048576, "peak": 8192},
+                    "throttled_usec": 50, "nr_throttled": 3, "percent": 12.5, "nr_periods": 9},
+            "memory": {"current": 4096, "max": 1048576, "peak": 8192, "swap": 0,
+                       "swap_max": 2097152, "oom_kills": 1},
             "pids": {"current": 2, "max": 64},
-            "version": "v2", "path": "/sys/fs/cgroup/clove/a-7"
+            "version": "v2", "path": "/sys/fs/cgroup/clove/a-7",
+            "io": {"read_bytes": 5, "write_bytes": 6}
         }})
     );
     // The original's shape: `null` for an unlimited max.

@@ -15,6 +15,7 @@ mod http;
 mod ipc;
 mod lifecycle;
 mod llm;
+mod metrics;
 mod session;
 mod state;
 
@@ -280,6 +281,10 @@ async fn dispatch(kernel: &Kernel, caller: &Caller, req: Request) -> Response {
         Opcode::LlmReport => typed(&req, |r| llm::report(kernel, caller, r)),
         Opcode::LlmStats => typed(&req, |r| llm::stats(kernel, caller, r)),
         Opcode::LlmConfig => typed(&req, |r| llm::config(kernel, caller, r)),
+        Opcode::MetricsSystem => typed_async!(req, |r| metrics::system(kernel, caller, r)),
+        Opcode::MetricsAgent => typed_async!(req, |r| metrics::agent(kernel, caller, r)),
+        Opcode::MetricsAllAgents => typed_async!(req, |r| metrics::all_agents(kernel, caller, r)),
+        Opcode::MetricsCgroup => typed_async!(req, |r| metrics::cgroup(kernel, caller, r)),
         Opcode::RecordStart => typed(&req, |r| crate::record::start(kernel, caller, r)),
         Opcode::RecordStop => typed(&req, |r| crate::record::stop(kernel, caller, r)),
         Opcode::RecordStatus => typed(&req, |r| crate::record::status(kernel, caller, r)),
@@ -404,6 +409,10 @@ pub const IMPLEMENTED: &[Opcode] = &[
     Opcode::RecordStatus,
     Opcode::ReplayStart,
     Opcode::ReplayStatus,
+    Opcode::MetricsSystem,
+    Opcode::MetricsAgent,
+    Opcode::MetricsAllAgents,
+    Opcode::MetricsCgroup,
     Opcode::Hello,
     Opcode::Exit,
 ];

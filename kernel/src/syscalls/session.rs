@@ -32,7 +32,7 @@ pub fn hello(
             audit: true,
             llm: true,
             supervision: true,
-            ..Features::default()
+            metrics: true,
         },
     })
 }

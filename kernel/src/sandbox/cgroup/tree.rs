@@ -337,6 +337,20 @@ impl Cgroups {
         })
     }
 
+    /// Each hierarchy in use: its version, its mount point and the kernel's subtree in it
+    /// (METRICS_CGROUP resolves paths against them).
+    pub fn hierarchies(&self) -> Vec<(Version, PathBuf, PathBuf)> {
+        self.hierarchies
+            .iter()
+            .map(|h| (h.version, h.mount.clone(), h.base.clone()))
+            .collect()
+    }
+
+    /// The file system access the layer goes through.
+    pub fn fs(&self) -> &Arc<dyn CgroupFs> {
+        &self.fs
+    }
+
     /// The v2 leaf the kernel moved itself into, if it had to.
     pub fn kernel_leaf(&self) -> Option<&Path> {
         self.kernel_leaf.as_deref()
