@@ -103,6 +103,7 @@ impl AsyncClient {
     crate::coop::coop_methods!(async; .await);
 
     crate::llm::llm_methods!(async; .await);
+    crate::metrics::metrics_methods!(async; .await);
 
     crate::audit::audit_methods!(async; .await);
 

@@ -115,6 +115,7 @@ impl Client {
     crate::coop::coop_methods!(;);
 
     crate::llm::llm_methods!(;);
+    crate::metrics::metrics_methods!(;);
 
     crate::audit::audit_methods!(;);
 

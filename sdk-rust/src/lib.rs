@@ -86,6 +86,7 @@ mod blocking;
 mod coop;
 mod error;
 mod llm;
+mod metrics;
 mod socket;
 mod wire;
 
