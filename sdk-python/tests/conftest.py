@@ -330,17 +330,6 @@ def agents(kernel, tmp_path):
     a.cleanup()
 
 
-# ---- opcodes the kernel does not implement yet ------------------------------------------------
-
-NOT_IMPLEMENTED = [
-    # method, args, opcode, the opcode's extra empty fields on an error reply
-    ("get_system_metrics", (), SyscallOp.SYS_METRICS_SYSTEM, {}),
-    ("get_agent_metrics", (), SyscallOp.SYS_METRICS_AGENT, {}),
-    ("get_all_agent_metrics", (), SyscallOp.SYS_METRICS_ALL_AGENTS, {}),
-    ("get_cgroup_metrics", (), SyscallOp.SYS_METRICS_CGROUP, {}),
-]
-
-
 @pytest.fixture(scope="session")
 def implemented(kernel):
     """The opcode names the kernel implements (HELLO's features.opcodes)."""
@@ -350,12 +339,3 @@ def implemented(kernel):
 
 def opname(op: int) -> str:
     return SyscallOp(op).name[4:]
-
-
-def unimplemented(implemented):
-    """The first entry of NOT_IMPLEMENTED whose opcode the kernel does not implement; skips the
-    test when there is none left."""
-    for entry in NOT_IMPLEMENTED:
-        if opname(entry[2]) not in implemented:
-            return entry
-    pytest.skip("the kernel implements every opcode of NOT_IMPLEMENTED")

@@ -10,12 +10,12 @@ import pytest
 from clove_sdk import AsyncCloveClient, Message, SyscallOp
 from clove_sdk.errors import (
     CloveError,
+    InvalidRequestError,
     KernelUnreachableError,
     NotFoundError,
-    NotImplementedByKernelError,
 )
 
-from conftest import SLEEPER, opname, unimplemented
+from conftest import SLEEPER
 
 
 def run(coro, timeout: float = 60):
@@ -84,23 +84,26 @@ def test_async_spawn_wait_logs_kill_list(kernel, agents):
     run(main())
 
 
-def test_async_not_implemented_and_raise_on_error(kernel, implemented):
-    method, args, op, extra = unimplemented(implemented)
-    name = opname(op)
+def test_async_error_reply_and_raise_on_error(kernel):
+    """An error reply as the original shaped it, and the same as a typed exception."""
+    missing = 4_000_000
 
     async def main():
         async with AsyncCloveClient(kernel.socket) as c:
-            r = await getattr(c, method)(*args)
-            assert r == {"success": False, "error": f"{name} (0x{int(op):02X}) is not implemented by this kernel yet",
-                         "code": "not_implemented", **extra}
+            r = await c.get_agent_metrics(missing)
+            assert r == {"success": False, "error": f"no agent with id {missing}", "code": "not_found"}
             assert c.last_error == r["error"]
             nf = await c.pause("no-such-agent")
             assert nf["code"] == "not_found"
         async with AsyncCloveClient(kernel.socket, raise_on_error=True) as s:
-            with pytest.raises(NotImplementedByKernelError) as ei:
-                await getattr(s, method)(*args)
-            assert ei.value.code == "not_implemented" and ei.value.opcode == op
+            with pytest.raises(NotFoundError) as ei:
+                await s.get_agent_metrics(missing)
+            assert ei.value.code == "not_found" and ei.value.opcode == SyscallOp.SYS_METRICS_AGENT
             assert ei.value.reply == r
+            # An operator must name the agent: its connection is not one.
+            with pytest.raises(InvalidRequestError) as ei:
+                await s.get_agent_metrics()
+            assert "agent_id" in ei.value.message
             with pytest.raises(NotFoundError) as ei:
                 await s.kill("no-such-agent")
             assert ei.value.opcode == SyscallOp.SYS_KILL

@@ -17,14 +17,14 @@ from clove_sdk.errors import (
     InvalidRequestError,
     KernelUnreachableError,
     NotFoundError,
-    NotImplementedByKernelError,
 )
 
-from conftest import NOT_IMPLEMENTED, SLEEPER, opname
+from conftest import SLEEPER
 
 #: The opcodes this kernel implements today (HELLO's features.opcodes lists them).
 IMPLEMENTED = {"NOOP", "SPAWN", "KILL", "LIST", "PAUSE", "RESUME", "WAIT", "LOGS", "HELLO", "EXIT",
-               "GET_AUDIT_LOG", "SET_AUDIT_CONFIG"}
+               "GET_AUDIT_LOG", "SET_AUDIT_CONFIG", "METRICS_SYSTEM", "METRICS_AGENT",
+               "METRICS_ALL_AGENTS", "METRICS_CGROUP"}
 
 
 # ---- hello, echo, noop -----------------------------------------------------------------------
@@ -798,43 +798,37 @@ def test_recording_from_an_agent_is_of_itself_only(client, agents):
     assert replay["code"] == "permission_denied", out
 
 
-# ---- not implemented yet ---------------------------------------------------------------------
+# ---- error replies ---------------------------------------------------------------------------
 
 
-
-@pytest.mark.parametrize("method, args, op, extra", NOT_IMPLEMENTED, ids=[m[0] for m in NOT_IMPLEMENTED])
-def test_not_implemented(kernel, client, implemented, method, args, op, extra):
-    name = opname(op)
-    if name in implemented:
-        pytest.skip(f"the kernel implements {name} now: this method needs a real test")
-    r = getattr(client, method)(*args)
-    assert set(r) == {"success", "error", "code", *extra}, r
-    assert r["success"] is False and r["code"] == "not_implemented"
-    assert r["error"] == f"{name} (0x{int(op):02X}) is not implemented by this kernel yet"
-    for k, v in extra.items():
-        assert r[k] == v and type(r[k]) is type(v), (k, r[k])
+def test_error_reply_shape_and_raise_on_error(kernel, client):
+    """An error reply has the original's keys; raise_on_error turns it into its class, and the
+    connection stays usable either way."""
+    missing = 4_000_000
+    r = client.get_agent_metrics(missing)
+    assert r == {"success": False, "error": f"no agent with id {missing}", "code": "not_found"}
     assert client.last_error == r["error"]
-    # The connection stays usable.
     assert client.echo("still here") == "still here"
 
     strict = CloveClient(kernel.socket, raise_on_error=True)
     try:
-        with pytest.raises(NotImplementedByKernelError) as ei:
-            getattr(strict, method)(*args)
+        with pytest.raises(errors.NotFoundError) as ei:
+            strict.get_agent_metrics(missing)
         e = ei.value
-        assert isinstance(e, NotImplementedError) and isinstance(e, CloveError)
-        assert e.code == "not_implemented"
-        assert e.opcode == op
+        assert isinstance(e, LookupError) and isinstance(e, CloveError)
+        assert e.code == "not_found"
+        assert e.opcode == SyscallOp.SYS_METRICS_AGENT
         assert e.reply == r
         assert e.message == r["error"]
         assert strict.last_error == r["error"]
+        assert strict.echo("still here") == "still here"
     finally:
         strict.disconnect()
 
 
-def test_not_implemented_list_covers_every_unimplemented_method():
-    """Every public syscall method of CloveClient is tested somewhere in this file."""
-    covered = {m[0] for m in NOT_IMPLEMENTED} | {
+def test_every_method_is_tested_somewhere():
+    """Every public syscall method of CloveClient is tested somewhere."""
+    covered = {
         "hello", "echo", "noop", "spawn", "kill", "list_agents", "pause", "resume", "wait", "logs",
         "exit", "connect", "disconnect", "send", "recv", "call",
         "group_create", "group_list", "group_stop", "get_permissions", "set_permissions",
@@ -850,6 +844,8 @@ def test_not_implemented_list_covers_every_unimplemented_method():
         "get_replay_status",
         # test_llm.py
         "think", "llm_report", "llm_stats", "llm_config",
+        # test_metrics.py
+        "get_system_metrics", "get_agent_metrics", "get_all_agent_metrics", "get_cgroup_metrics",
     }
     public = {n for n in dir(CloveClient) if not n.startswith("_") and callable(getattr(CloveClient, n))}
     assert public - covered == set()

@@ -48,12 +48,12 @@ impl Metrics {
 
     /// The host's metrics (blocking).
     pub fn system(&self) -> Result<SystemMetrics, WireError> {
-        proc::system(&mut lock(&self.samples)).map_err(|e| internal(e.to_string()))
+        proc::system(&self.samples).map_err(|e| internal(e.to_string()))
     }
 
     /// One process's metrics (blocking); `None` when it is gone.
     pub fn process(&self, pid: i32) -> Option<ProcessMetrics> {
-        match proc::process(pid, &mut lock(&self.samples)) {
+        match proc::process(pid, &self.samples) {
             Ok(m) => Some(m),
             Err(e) if e.is_gone() => None,
             Err(e) => {

@@ -3,6 +3,7 @@
 //! Everything here is blocking file I/O (cheap, but `/proc/<pid>/fd` of a process with many
 //! descriptors is a directory walk): async callers run it on a blocking thread.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clove_abi::msg::{
@@ -13,6 +14,7 @@ use procfs::process::Process;
 use procfs::{Current, CurrentSI};
 
 use super::cpu::{self, Key, Samples};
+use crate::sync::lock;
 
 /// A process or host figure that could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -49,15 +51,17 @@ fn ticks_to_usec(ticks: u64) -> u64 {
 }
 
 /// One process's usage. `percent` is over the time since the previous reading of the same
-/// process (see [`super::cpu`]); on the first, the average since the process started.
-pub fn process(pid: i32, samples: &mut Samples) -> Result<ProcessMetrics, ProcError> {
+/// process (see [`super::cpu`]); on the first, the average since the process started. The
+/// samples are locked only to update them, never across a file read.
+pub fn process(pid: i32, samples: &Mutex<Samples>) -> Result<ProcessMetrics, ProcError> {
     let p = Process::new(pid).map_err(|e| ProcError::new(format!("/proc/{pid}"), e))?;
     let stat = p
         .stat()
         .map_err(|e| ProcError::new(format!("/proc/{pid}/stat"), e))?;
     let now = Instant::now();
     let time_usec = ticks_to_usec(stat.utime.saturating_add(stat.stime));
-    let percent = match samples.usage_percent(Key::Process(pid, stat.starttime), time_usec, now) {
+    let kept = lock(samples).usage_percent(Key::Process(pid, stat.starttime), time_usec, now);
+    let percent = match kept {
         Some(p) => p,
         None => cpu::average_percent(time_usec, process_age(stat.starttime)),
     };
@@ -114,16 +118,16 @@ pub fn children(pid: i32) -> Vec<i32> {
 
 /// The host's usage. CPU percentages are over the time since the previous reading (see
 /// [`super::cpu`]); on the first, since boot.
-pub fn system(samples: &mut Samples) -> Result<SystemMetrics, ProcError> {
+pub fn system(samples: &Mutex<Samples>) -> Result<SystemMetrics, ProcError> {
     let now = Instant::now();
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let stats = procfs::KernelStats::current().map_err(|e| ProcError::new("/proc/stat", e))?;
+    let mut kept = lock(samples);
     let mut share = |key: Key, t: &procfs::CpuTime| {
         let (busy, total) = busy_total(t);
-        samples
-            .share_percent(key, busy, total, now)
+        kept.share_percent(key, busy, total, now)
             .unwrap_or_else(|| {
                 if total == 0 {
                     0.0
@@ -139,6 +143,7 @@ pub fn system(samples: &mut Samples) -> Result<SystemMetrics, ProcError> {
         .enumerate()
         .map(|(i, t)| share(Key::HostCpu(Some(i)), t))
         .collect();
+    drop(kept);
     let load = procfs::LoadAverage::current().map_err(|e| ProcError::new("/proc/loadavg", e))?;
     let mem = procfs::Meminfo::current().map_err(|e| ProcError::new("/proc/meminfo", e))?;
     // Kernels before 3.14 have no MemAvailable: free memory is the closest.
@@ -225,16 +230,16 @@ mod tests {
 
     #[test]
     fn our_own_process_is_read() {
-        let mut samples = Samples::default();
+        let samples = Mutex::new(Samples::default());
         let pid = i32::try_from(std::process::id()).unwrap();
-        let m = process(pid, &mut samples).unwrap();
+        let m = process(pid, &samples).unwrap();
         assert_eq!(m.pid, pid);
         assert!(m.memory.rss > 1 << 20, "{m:?}");
         assert!(m.memory.vms >= m.memory.rss, "{m:?}");
         assert!(m.threads >= 1 && m.fds >= 3, "{m:?}");
         assert!(m.cpu.time_usec.is_some(), "{m:?}");
         // A second reading measures against the first.
-        let again = process(pid, &mut samples).unwrap();
+        let again = process(pid, &samples).unwrap();
         assert!(again.cpu.percent >= 0.0);
     }
 
@@ -243,22 +248,22 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = i32::try_from(child.id()).unwrap();
         child.wait().unwrap();
-        let e = process(pid, &mut Samples::default()).unwrap_err();
+        let e = process(pid, &Mutex::new(Samples::default())).unwrap_err();
         assert!(e.is_gone(), "{e}");
         assert!(e.to_string().contains(&format!("/proc/{pid}")), "{e}");
     }
 
     #[test]
     fn host_figures_are_consistent() {
-        let mut samples = Samples::default();
-        let m = system(&mut samples).unwrap();
+        let samples = Mutex::new(Samples::default());
+        let m = system(&samples).unwrap();
         assert!(m.timestamp > 1_600_000_000_000);
         assert!(m.cpu.count >= 1);
         assert_eq!(m.cpu.per_core.len(), m.cpu.count as usize);
         assert!((0.0..=100.0).contains(&m.cpu.percent), "{m:?}");
         assert!(m.memory.total > 0 && m.memory.used <= m.memory.total);
         assert_eq!(m.memory.used + m.memory.available, m.memory.total);
-        let again = system(&mut samples).unwrap();
+        let again = system(&samples).unwrap();
         assert!((0.0..=100.0).contains(&again.cpu.percent), "{again:?}");
     }
 
