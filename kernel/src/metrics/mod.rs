@@ -98,8 +98,7 @@ impl Metrics {
         let run = agent.run();
         let sandboxed = agent.view.is_some();
         let main = if sandboxed {
-            // The agent is init's first child (EXEC commands come later).
-            proc::children(run.pid).first().copied()
+            proc::sandboxed_agent(run.pid)
         } else {
             Some(run.pid)
         };

@@ -99,6 +99,24 @@ fn process_age(starttime_ticks: u64) -> Duration {
     Duration::from_secs_f64(uptime.uptime.max(0.0)).saturating_sub(started)
 }
 
+/// The agent process of the sandbox whose init is `init`: init's child that is PID 2 in the
+/// sandbox's pid namespace (init forks the agent first, before any EXEC command), else init's
+/// oldest child (a kernel without `NSpid` in `/proc/<pid>/status`).
+pub fn sandboxed_agent(init: i32) -> Option<i32> {
+    let kids = children(init);
+    let pid_in_sandbox = |pid: i32| {
+        Process::new(pid)
+            .and_then(|p| p.status())
+            .ok()
+            .and_then(|s| s.nspid)
+            .and_then(|ns| ns.last().copied())
+    };
+    kids.iter()
+        .copied()
+        .find(|k| pid_in_sandbox(*k) == Some(2))
+        .or_else(|| kids.first().copied())
+}
+
 /// The children of a process (`/proc/<pid>/task/<pid>/children`), oldest first.
 pub fn children(pid: i32) -> Vec<i32> {
     let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) else {
@@ -269,27 +287,34 @@ mod tests {
 
     #[test]
     fn children_are_listed_oldest_first() {
-        let mut a = std::process::Command::new("sleep")
-            .arg("5")
+        // A single-threaded parent (children hang off the thread that forked them).
+        let mut sh = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & sleep 5 & wait"])
             .spawn()
             .unwrap();
-        let mut b = std::process::Command::new("sleep")
-            .arg("5")
-            .spawn()
-            .unwrap();
-        let me = i32::try_from(std::process::id()).unwrap();
-        let kids = children(me);
-        let (ia, ib) = (
-            i32::try_from(a.id()).unwrap(),
-            i32::try_from(b.id()).unwrap(),
-        );
-        let pa = kids.iter().position(|k| *k == ia);
-        let pb = kids.iter().position(|k| *k == ib);
-        let _ = (a.kill(), b.kill(), a.wait(), b.wait());
-        // The test harness runs tests on threads: children hang off the thread that forked
-        // them, and `children` reads the main thread's list; skip when not there.
-        if let (Some(pa), Some(pb)) = (pa, pb) {
-            assert!(pa < pb);
+        let pid = i32::try_from(sh.id()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut kids = children(pid);
+        while kids.len() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            kids = children(pid);
         }
+        let starts: Vec<u64> = kids
+            .iter()
+            .map(|k| Process::new(*k).unwrap().stat().unwrap().starttime)
+            .collect();
+        // Not in a pid namespace of its own: no child is PID 2 there, the oldest is taken.
+        let agent = sandboxed_agent(pid);
+        // The sleeps were started by this test; end them by pid.
+        for k in &kids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*k),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = (sh.kill(), sh.wait());
+        assert_eq!(kids.len(), 2, "{kids:?}");
+        assert!(starts[0] <= starts[1], "{starts:?}");
+        assert_eq!(agent, kids.first().copied());
     }
 }
