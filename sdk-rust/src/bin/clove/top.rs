@@ -72,7 +72,11 @@ pub fn rows(list: &[AgentEntry], metrics: &[AgentMetrics], tokens: &HashMap<u32,
                 id: a.id,
                 name: a.name.clone(),
                 state: a.state.as_str().to_owned(),
-                cpu_percent: m.map(|m| m.process.cpu.percent),
+                // The whole sandbox (the agent and what it forked) when the kernel reports
+                // it, as for memory; else the agent's process alone.
+                cpu_percent: cgroup
+                    .and_then(|c| c.cpu.percent)
+                    .or_else(|| m.map(|m| m.process.cpu.percent)),
                 memory: cgroup
                     .map(|c| c.memory.current)
                     .or_else(|| m.map(|m| m.process.memory.rss)),
@@ -233,7 +237,7 @@ mod tests {
             memory: CgroupMemory {
                 current: mem,
                 max,
-                peak: None,
+                ..CgroupMemory::default()
             },
             pids: CgroupPids {
                 current: 3,
