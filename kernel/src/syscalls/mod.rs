@@ -159,6 +159,11 @@ pub fn cancel_safe(opcode: u8) -> bool {
                 // stays counted; the answer would have nobody to go to.
                 | Opcode::Think
                 | Opcode::LlmStats
+                // Read only.
+                | Opcode::MetricsSystem
+                | Opcode::MetricsAgent
+                | Opcode::MetricsAllAgents
+                | Opcode::MetricsCgroup
         )
     )
 }
