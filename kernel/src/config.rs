@@ -4,7 +4,7 @@
 //! anywhere else, so what `--print-config` shows is what runs.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -190,6 +190,13 @@ pub struct Flags {
     #[arg(long, env = "CLOVE_LLM_MAX_IN_FLIGHT", value_name = "N")]
     pub llm_max_in_flight: Option<usize>,
 
+    /// Serve Prometheus metrics on http://ADDR/metrics (an IP and a port; port 0 picks one,
+    /// written to <state dir>/metrics.addr). Off unless given; anything but a loopback
+    /// address is logged as a warning: the endpoint has no authentication and names agents
+    /// [default: off]
+    #[arg(long, env = "CLOVE_METRICS_ADDR", value_name = "IP:PORT")]
+    pub metrics_addr: Option<String>,
+
     /// Print the effective configuration as TOML and exit
     #[arg(long)]
     pub print_config: bool,
@@ -242,6 +249,7 @@ struct FileConfig {
     http_max_response: Option<u64>,
     http_max_timeout_secs: Option<u64>,
     async_results: Option<usize>,
+    metrics_addr: Option<String>,
     llm: Option<llm::FileLlm>,
 }
 
@@ -309,6 +317,9 @@ pub struct Config {
     pub http_max_timeout: Duration,
     /// Most async requests in flight plus results waiting, per caller.
     pub async_results: usize,
+    /// Where the Prometheus endpoint listens; `None` (the default): no endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<SocketAddr>,
     /// THINK: providers, models, the scheduler (`[llm]`).
     pub llm: LlmConfig,
 }
@@ -486,6 +497,12 @@ pub fn load(flags: &Flags, host: &Host) -> Result<Config, ConfigError> {
                 .unwrap_or(300),
         ),
         async_results: flags.async_results.or(file.async_results).unwrap_or(256),
+        metrics_addr: flags
+            .metrics_addr
+            .clone()
+            .or(file.metrics_addr)
+            .map(|a| metrics_addr(&a))
+            .transpose()?,
         llm: llm::load(
             file.llm.unwrap_or_default(),
             &llm::LlmFlags {
@@ -500,6 +517,16 @@ pub fn load(flags: &Flags, host: &Host) -> Result<Config, ConfigError> {
     };
     config.validate()?;
     Ok(config)
+}
+
+/// `metrics_addr`: an IP address and a port (`127.0.0.1:9464`, `[::1]:9464`). No host names:
+/// what the endpoint binds to must not depend on a resolver.
+fn metrics_addr(text: &str) -> Result<SocketAddr, ConfigError> {
+    text.trim().parse().map_err(|e| {
+        ConfigError(format!(
+            "metrics_addr {text:?}: expected IP:PORT, e.g. 127.0.0.1:9464 or [::1]:9464 ({e})"
+        ))
+    })
 }
 
 /// `http_resolve` from flags: `NAME=IP` pairs; a name given twice gets every address.
@@ -777,6 +804,42 @@ mod tests {
             &host(0),
         );
         assert!(e.unwrap_err().to_string().contains("Unix socket path"));
+    }
+
+    #[test]
+    fn metrics_addr_is_off_by_default_and_must_be_ip_and_port() {
+        let c = load(&flags(&["--config", "/dev/null"]), &host(0)).unwrap();
+        assert_eq!(c.metrics_addr, None);
+        assert!(!c.to_toml().contains("metrics_addr"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "metrics_addr = \"127.0.0.1:9464\"\n").unwrap();
+        let c = load(&flags(&["--config", file.to_str().unwrap()]), &host(0)).unwrap();
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        assert!(c.to_toml().contains("metrics_addr = \"127.0.0.1:9464\""));
+        let c = load(
+            &flags(&[
+                "--config",
+                file.to_str().unwrap(),
+                "--metrics-addr",
+                "[::1]:0",
+            ]),
+            &host(0),
+        )
+        .unwrap();
+        assert_eq!(c.metrics_addr, Some("[::1]:0".parse().unwrap()));
+        for bad in ["localhost:9464", "127.0.0.1", ":9464", "127.0.0.1:99999"] {
+            let e = load(
+                &flags(&["--config", "/dev/null", "--metrics-addr", bad]),
+                &host(0),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.starts_with("metrics_addr") && e.contains("IP:PORT"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -315,8 +315,8 @@ impl Ipc {
         lock(&self.inner).operators.iter().copied().collect()
     }
 
-    /// Messages waiting in `id`'s mailbox (tests; metrics will read it too).
-    #[cfg(test)]
+    /// Messages waiting in `id`'s mailbox (0 when it has none): the metrics endpoint's
+    /// mailbox depth, and the tests'.
     pub fn depth(&self, id: u32) -> usize {
         lock(&self.inner)
             .boxes

@@ -54,6 +54,8 @@ pub struct Kernel {
     pub llm: Arc<crate::llm::Llm>,
     /// The metrics readers and their kept CPU readings (METRICS_*).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Syscalls answered, by opcode and result, and their latency (the metrics endpoint's).
+    pub syscall_stats: crate::syscalls::stats::SyscallStats,
 }
 
 impl Kernel {
@@ -119,6 +121,7 @@ impl Kernel {
             recorder: crate::record::Recorder::new(),
             llm,
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            syscall_stats: Default::default(),
         })
     }
 

@@ -125,6 +125,11 @@ fn run(config: Config) -> anyhow::Result<()> {
     if let Some(compat) = &config.compat_socket {
         sockets.push(server::socket::bind(compat, group)?);
     }
+    // Bound now, so that a taken port fails the start; served once the kernel is ready.
+    let metrics = config
+        .metrics_addr
+        .map(|addr| metrics::prometheus::Endpoint::bind(addr, state.path()))
+        .transpose()?;
 
     let host = {
         let _enter = runtime.enter();
@@ -150,6 +155,10 @@ fn run(config: Config) -> anyhow::Result<()> {
             kernel.config.socket.display()
         );
         tracing::info!("LLM: {}", kernel.llm.describe());
+        let metrics = metrics.map(|endpoint| {
+            tracing::info!("metrics: http://{}/metrics", endpoint.addr());
+            tokio::spawn(endpoint.serve(Arc::clone(&kernel)))
+        });
         if kernel.llm.fell_back_to_simulated() {
             tracing::warn!(
                 "LLM: no provider named and no key found: THINK answers come from the \
@@ -167,6 +176,10 @@ fn run(config: Config) -> anyhow::Result<()> {
         // The sockets listen since bind: a client told "ready" is queued, then accepted.
         notifier.ready(&format!("serving on {}", kernel.config.socket.display()));
         let served = server::serve(listeners, sockets).await;
+        if let Some(metrics) = metrics {
+            // It stops with `kernel.stopping`, as the sockets did.
+            let _ = metrics.await;
+        }
         kernel.stop_agents().await;
         // Last: every STORE that replied is already durable; this stops the writer cleanly.
         kernel.state.shutdown().await;

@@ -20,6 +20,7 @@
 pub mod cgroup;
 pub mod cpu;
 pub mod proc;
+pub mod prometheus;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

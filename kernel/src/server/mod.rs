@@ -48,6 +48,11 @@ pub struct Listeners {
 }
 
 impl Listeners {
+    /// Client connections being served now, on every socket (agents' own included).
+    pub fn open_connections(&self) -> usize {
+        self.conns.len()
+    }
+
     /// Serves `listener` until `stop` or the kernel's shutdown.
     pub fn listen(&self, listener: UnixListener, identity: Identity, stop: CancellationToken) {
         let Some(kernel) = self.kernel.upgrade() else {

@@ -18,6 +18,7 @@ mod llm;
 mod metrics;
 mod session;
 mod state;
+pub mod stats;
 
 use clove_abi::codec::{self, Codec};
 use clove_abi::msg::{AuditCategory, Syscall};
@@ -50,6 +51,9 @@ pub struct Response {
     pub blocked: Option<String>,
     /// The reply is an error (for the SYSCALL audit entry).
     pub failed: bool,
+    /// The error's code when the reply is one (for the metrics' `result` label); `None`
+    /// for a success.
+    pub code: Option<clove_abi::ErrorCode>,
 }
 
 impl Response {
@@ -59,6 +63,7 @@ impl Response {
             close: false,
             blocked: None,
             failed: false,
+            code: None,
         }
     }
 }
@@ -84,6 +89,9 @@ pub async fn handle(kernel: &Kernel, caller: &Caller, req: Request) -> Response 
         .wants(opcode)
         .then(|| (req.codec, req.payload.clone()));
     let resp = dispatch(kernel, caller, req).await;
+    kernel
+        .syscall_stats
+        .observe(opcode, resp.code.as_ref(), started.elapsed());
     if let Some((codec, payload)) = recorded {
         crate::record::observe(
             kernel,
@@ -334,6 +342,7 @@ fn reply<T: Serialize>(codec: Codec, opcode: u8, result: Result<&T, &WireError>)
         Ok(bytes) => Response {
             blocked,
             failed: result.is_err(),
+            code: result.err().map(|e| e.code.clone()),
             ..Response::keep(bytes)
         },
         Err(e) => {
@@ -350,6 +359,7 @@ pub fn error(codec: Codec, opcode: u8, err: &WireError) -> Response {
     });
     Response {
         failed: true,
+        code: Some(err.code.clone()),
         ..Response::keep(bytes)
     }
 }
