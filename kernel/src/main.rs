@@ -120,16 +120,17 @@ fn run(config: Config) -> anyhow::Result<()> {
     };
 
     let state = state_dir::StateDir::lock(&config.state_dir)?;
+    // Bound now, so that a taken port fails the start (before the sockets exist); served once
+    // the kernel is ready.
+    let metrics = config
+        .metrics_addr
+        .map(|addr| metrics::prometheus::Endpoint::bind(addr, state.path()))
+        .transpose()?;
     let group = server::socket::clove_group();
     let mut sockets = vec![server::socket::bind(&config.socket, group)?];
     if let Some(compat) = &config.compat_socket {
         sockets.push(server::socket::bind(compat, group)?);
     }
-    // Bound now, so that a taken port fails the start; served once the kernel is ready.
-    let metrics = config
-        .metrics_addr
-        .map(|addr| metrics::prometheus::Endpoint::bind(addr, state.path()))
-        .transpose()?;
 
     let host = {
         let _enter = runtime.enter();

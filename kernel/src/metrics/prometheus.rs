@@ -55,12 +55,22 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(2);
 /// The OpenMetrics content type (served when `Accept` names it).
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The endpoint's listening socket, bound before the kernel is ready.
+/// The endpoint's listening socket, bound before the kernel is ready. Its address file goes
+/// when it is dropped: after serving, or on a start that failed later.
 #[derive(Debug)]
 pub struct Endpoint {
-    listener: std::net::TcpListener,
+    /// Taken when serving begins.
+    listener: Option<std::net::TcpListener>,
     addr: SocketAddr,
     addr_file: PathBuf,
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.addr_file) {
+            tracing::debug!("remove {}: {e}", self.addr_file.display());
+        }
+    }
 }
 
 impl Endpoint {
@@ -86,7 +96,7 @@ impl Endpoint {
         std::fs::write(&addr_file, format!("{addr}\n"))
             .with_context(|| format!("write {}", addr_file.display()))?;
         Ok(Endpoint {
-            listener,
+            listener: Some(listener),
             addr,
             addr_file,
         })
@@ -99,18 +109,13 @@ impl Endpoint {
 
     /// Serves scrapes until the kernel stops, then lets open ones finish (briefly) and
     /// removes the address file.
-    pub async fn serve(self, kernel: Arc<Kernel>) {
-        let Endpoint {
-            listener,
-            addr,
-            addr_file,
-        } = self;
+    pub async fn serve(mut self, kernel: Arc<Kernel>) {
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
         match tokio::net::TcpListener::from_std(listener) {
             Ok(listener) => accept_loop(listener, &kernel).await,
-            Err(e) => tracing::error!("metrics endpoint on {addr}: {e}"),
-        }
-        if let Err(e) = std::fs::remove_file(&addr_file) {
-            tracing::debug!("remove {}: {e}", addr_file.display());
+            Err(e) => tracing::error!("metrics endpoint on {}: {e}", self.addr),
         }
     }
 }
