@@ -184,6 +184,23 @@ fn metrics_follow_an_agent_that_allocates() {
         refused(&replies[5]);
     }
 
+    // `clove top --once` shows the same agent with its memory against its 256 MiB limit.
+    let out = std::process::Command::new(clove_tests::cli_bin())
+        .args(["--socket", kernel.socket.to_str().unwrap(), "top", "--once"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id.to_string().as_str()))
+        .unwrap_or_else(|| panic!("no row for agent {id}:\n{text}"));
+    assert!(row.contains("RUNNING"), "{row}");
+    assert!(
+        row.contains("/256 MiB ("),
+        "the memory limit is not shown: {row}"
+    );
+
     kill_agent(&mut c, id).unwrap();
     let (status, _) = kernel.stop_and_collect().unwrap();
     assert!(status.success(), "{status:?}");
