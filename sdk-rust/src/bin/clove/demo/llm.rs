@@ -25,7 +25,6 @@
 //! policy and in-flight limit are restored at the end, also when something failed, and on
 //! SIGINT or SIGTERM (Ctrl-C), which end the demo early.
 
-use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +37,7 @@ use clove_sdk::Client;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::targets::{set_mode, TempDir};
+use super::targets::Script;
 use crate::table::Table;
 use crate::{as_json, Failure};
 
@@ -763,7 +762,8 @@ pub fn run(
     demos_dir: Option<&Path>,
 ) -> Result<(), Failure> {
     let what = format!("demo {NAME}");
-    let script = Script::prepare(demos_dir).map_err(|why| Failure::other(&what, why))?;
+    let script = Script::prepare(demos_dir, AGENT_FILE, AGENT, "clove-llm-demo")
+        .map_err(|why| Failure::other(&what, why))?;
     client
         .set_timeout(Some(CALL_TIMEOUT))
         .map_err(|e| Failure::call(&what, e))?;
@@ -863,38 +863,6 @@ fn epoch_secs() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// The agent script on disk, readable by the agents' uids.
-struct Script {
-    path: String,
-    /// Holds the directory the built-in copy was written to.
-    _temp: Option<TempDir>,
-}
-
-impl Script {
-    fn prepare(from: Option<&Path>) -> Result<Script, String> {
-        if let Some(dir) = from {
-            let path = dir.join(AGENT_FILE);
-            let path = path
-                .canonicalize()
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            return Ok(Script {
-                path: path.to_string_lossy().into_owned(),
-                _temp: None,
-            });
-        }
-        // Agents run as their own uids: the directory and the script must be readable by
-        // everyone (they hold nothing secret).
-        let temp = TempDir::new("clove-llm-demo", 0o755)?;
-        let path = temp.path.join(AGENT_FILE);
-        fs::write(&path, AGENT).map_err(|e| format!("write {}: {e}", path.display()))?;
-        set_mode(&path, 0o644)?;
-        Ok(Script {
-            path: path.to_string_lossy().into_owned(),
-            _temp: Some(temp),
-        })
-    }
 }
 
 struct Runner<'c> {

@@ -20,7 +20,6 @@
 //! no agent of the scenario is left.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,7 +32,7 @@ use clove_sdk::Client;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::targets::{set_mode, TempDir};
+use super::targets::Script;
 use crate::table::Table;
 use crate::{as_json, Failure};
 
@@ -1099,7 +1098,8 @@ pub fn run(
     demos_dir: Option<&Path>,
 ) -> Result<(), Failure> {
     let what = format!("demo {NAME}");
-    let script = Script::prepare(demos_dir).map_err(|why| Failure::other(&what, why))?;
+    let script = Script::prepare(demos_dir, WORKER_FILE, WORKER, "clove-supervisor-demo")
+        .map_err(|why| Failure::other(&what, why))?;
     client
         .set_timeout(Some(CALL_TIMEOUT))
         .map_err(|e| Failure::call(&what, e))?;
@@ -1117,7 +1117,7 @@ pub fn run(
     let mut runner = Runner {
         client,
         events,
-        script: script.path(),
+        script: script.path.clone(),
         tag: std::process::id().to_string(),
         t0_ms: epoch_ms(),
         json,
@@ -1162,40 +1162,6 @@ fn epoch_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The worker script on disk, readable by the agents' uids.
-struct Script {
-    path: String,
-    /// Holds the directory the built-in copy was written to.
-    _temp: Option<TempDir>,
-}
-
-impl Script {
-    fn prepare(from: Option<&Path>) -> Result<Script, String> {
-        if let Some(dir) = from {
-            let path = dir.join(WORKER_FILE);
-            let path = path
-                .canonicalize()
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            return Ok(Script {
-                path: path.to_string_lossy().into_owned(),
-                _temp: None,
-            });
-        }
-        let temp = TempDir::new("clove-supervisor-demo", 0o755)?;
-        let path = temp.path.join(WORKER_FILE);
-        fs::write(&path, WORKER).map_err(|e| format!("write {}: {e}", path.display()))?;
-        set_mode(&path, 0o644)?;
-        Ok(Script {
-            path: path.to_string_lossy().into_owned(),
-            _temp: Some(temp),
-        })
-    }
-
-    fn path(&self) -> String {
-        self.path.clone()
-    }
 }
 
 struct Runner<'c> {

@@ -230,3 +230,44 @@ fn nonce() -> String {
     );
     format!("{:016x}", h.finish())
 }
+
+/// A demo's agent script on disk, readable by the agents' uids: the copy in `--demos-dir`,
+/// or the built-in copy written to a fresh directory (kept until this is dropped).
+pub struct Script {
+    /// The script's absolute path.
+    pub path: String,
+    /// Holds the directory the built-in copy was written to.
+    _temp: Option<TempDir>,
+}
+
+impl Script {
+    /// `from/file` when a directory is given, else `source` written as `file` into a new
+    /// directory named after `prefix`.
+    pub fn prepare(
+        from: Option<&Path>,
+        file: &str,
+        source: &str,
+        prefix: &str,
+    ) -> Result<Script, String> {
+        if let Some(dir) = from {
+            let path = dir.join(file);
+            let path = path
+                .canonicalize()
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            return Ok(Script {
+                path: path.to_string_lossy().into_owned(),
+                _temp: None,
+            });
+        }
+        // Agents run as their own uids: the directory and the script must be readable by
+        // everyone (they hold nothing secret).
+        let temp = TempDir::new(prefix, 0o755)?;
+        let path = temp.path.join(file);
+        fs::write(&path, source).map_err(|e| format!("write {}: {e}", path.display()))?;
+        set_mode(&path, 0o644)?;
+        Ok(Script {
+            path: path.to_string_lossy().into_owned(),
+            _temp: Some(temp),
+        })
+    }
+}
