@@ -90,6 +90,12 @@ pub fn process(pid: i32, samples: &Mutex<Samples>) -> Result<ProcessMetrics, Pro
     })
 }
 
+/// How long process `pid` has been running; `None` when it cannot be read.
+pub fn age(pid: i32) -> Option<Duration> {
+    let stat = Process::new(pid).ok()?.stat().ok()?;
+    Some(process_age(stat.starttime))
+}
+
 /// How long ago a process started, from its start time in ticks after boot.
 fn process_age(starttime_ticks: u64) -> Duration {
     let Ok(uptime) = procfs::Uptime::current() else {

@@ -363,6 +363,7 @@ impl Snapshot {
         let llm_agents = kernel
             .llm
             .agent_stats(|id| names.contains_key(&id), |id| names.get(&id).cloned());
+        let metrics = Arc::clone(&kernel.metrics);
         let blocking = tokio::task::spawn_blocking(move || {
             let usage: BTreeMap<u32, CgroupUsage> = live
                 .iter()
@@ -380,7 +381,7 @@ impl Snapshot {
                     ))
                 })
                 .collect();
-            (usage, ProcessFigures::read())
+            (usage, ProcessFigures::read(&metrics))
         });
         let (usage, process) = blocking.await.unwrap_or_default();
         for a in &mut agents {
@@ -641,51 +642,19 @@ fn unlabelled_gauge(v: u64) -> Gauge {
 }
 
 impl ProcessFigures {
-    /// Reads /proc/self; a figure whose read fails is left out of the scrape.
-    fn read() -> ProcessFigures {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let field = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        };
+    /// The kernel process's figures, through the metrics readers; a figure whose read
+    /// fails is left out of the scrape.
+    fn read(metrics: &crate::metrics::Metrics) -> ProcessFigures {
+        let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+        let p = metrics.process(pid);
         ProcessFigures {
-            rss_bytes: field("VmRSS").map(|kib| kib * 1024),
-            threads: field("Threads"),
-            // Listing the directory opens one descriptor, which the listing shows: not counted.
-            open_fds: std::fs::read_dir("/proc/self/fd")
-                .ok()
-                .map(|d| (d.count() as u64).saturating_sub(1)),
-            uptime_secs: uptime(
-                &std::fs::read_to_string("/proc/self/stat").unwrap_or_default(),
-                &std::fs::read_to_string("/proc/uptime").unwrap_or_default(),
-                clock_ticks(),
-            ),
+            rss_bytes: p.as_ref().map(|p| p.memory.rss),
+            threads: p.as_ref().map(|p| u64::from(p.threads)),
+            open_fds: p.as_ref().map(|p| u64::from(p.fds)),
+            // To the millisecond.
+            uptime_secs: super::proc::age(pid).map(|d| (d.as_secs_f64() * 1e3).round() / 1e3),
         }
     }
-}
-
-/// Seconds since the process started: the system's uptime less the process's start time
-/// (field 22 of /proc/self/stat, in clock ticks since boot).
-fn uptime(stat: &str, system_uptime: &str, ticks_per_sec: u64) -> Option<f64> {
-    // The command name (field 2) may hold spaces and parentheses: fields count from the last ')'.
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    let start_ticks: u64 = after_comm.split_whitespace().nth(19)?.parse().ok()?;
-    let system: f64 = system_uptime.split_whitespace().next()?.parse().ok()?;
-    if ticks_per_sec == 0 {
-        return None;
-    }
-    // To the millisecond: the float subtraction leaves noise in the last digits.
-    let secs = (system - start_ticks as f64 / ticks_per_sec as f64).max(0.0);
-    Some((secs * 1e3).round() / 1e3)
-}
-
-/// The clock ticks per second of /proc's times (`sysconf(_SC_CLK_TCK)`; 100 when unknown).
-fn clock_ticks() -> u64 {
-    // SAFETY: sysconf reads a system constant; no pointers are involved.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    u64::try_from(ticks).ok().filter(|t| *t > 0).unwrap_or(100)
 }
 
 #[cfg(test)]
@@ -837,16 +806,8 @@ mod tests {
     }
 
     #[test]
-    fn uptime_counts_fields_after_the_command_name() {
-        let stat = "42 (a) b (c) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 500 1000 10";
-        assert_eq!(uptime(stat, "12.50 3.00", 100), Some(7.5));
-        assert_eq!(uptime("garbage", "12.5", 100), None);
-        assert_eq!(uptime(stat, "", 100), None);
-    }
-
-    #[test]
     fn the_kernel_process_figures_are_read() {
-        let p = ProcessFigures::read();
+        let p = ProcessFigures::read(&crate::metrics::Metrics::new());
         assert!(p.rss_bytes.unwrap() > 0);
         assert!(p.threads.unwrap() >= 1);
         assert!(p.open_fds.unwrap() >= 3);
