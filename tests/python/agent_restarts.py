@@ -23,19 +23,34 @@ import json
 import os
 import signal
 import socket
+import struct
 import sys
 import time
 
-from agent_plan import call as frame_call  # the frame, written once (same directory)
-
+MAGIC = 0x41474E54
+HEADER = struct.Struct("<IIBQ")  # magic, agent_id, opcode, payload_len: 17 bytes
 RECV, STORE, FETCH = 0x21, 0x30, 0x31
 
 
+# The frame is written out here, not imported from agent_plan.py: a test copies this script
+# alone into a temporary directory (kernel_restart_forgets_an_agent_whose_script_is_gone).
+def recv_exact(s, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise RuntimeError("connection closed after %d of %d bytes" % (len(buf), n))
+        buf += chunk
+    return buf
+
+
 def call(s, opcode, payload):
-    """One request on the original frame (agent_plan.py's): the reply header's agent id and
-    the reply."""
-    agent_id, _, reply = frame_call(s, opcode, payload)
-    return agent_id, reply
+    body = json.dumps(payload).encode()
+    s.sendall(HEADER.pack(MAGIC, 0, opcode, len(body)) + body)
+    magic, agent_id, _, n = HEADER.unpack(recv_exact(s, HEADER.size))
+    if magic != MAGIC:
+        raise RuntimeError("reply magic 0x%08X" % magic)
+    return agent_id, json.loads(recv_exact(s, n))
 
 
 def stateful(path):
